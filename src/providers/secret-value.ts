@@ -1,0 +1,50 @@
+import { createHash } from 'node:crypto'
+import { inspect } from 'node:util'
+
+const REDACTED = '[REDACTED]'
+
+/**
+ * A secret in transit. Its value is held in a private field: `JSON.stringify`,
+ * `util.inspect`, template strings and pino all print `[REDACTED]`. Only the
+ * injection step (and the redaction scrubber, which must know what to hide) call
+ * `reveal()`.
+ */
+export class SecretValue {
+  readonly #value: string
+  /** The provider's version id for this value, when it has one (not secret). */
+  readonly version: string | undefined
+
+  constructor(value: string, version?: string) {
+    this.#value = value
+    this.version = version
+  }
+
+  reveal(): string {
+    return this.#value
+  }
+
+  /** `sha256:` + 8 hex of the value's hash: lets a human tell two values apart. */
+  fingerprint(): string {
+    return fingerprint(this.#value)
+  }
+
+  equals(other: SecretValue | undefined): boolean {
+    return other !== undefined && other.#value === this.#value
+  }
+
+  toJSON(): string {
+    return REDACTED
+  }
+
+  toString(): string {
+    return REDACTED
+  }
+
+  [inspect.custom](): string {
+    return `SecretValue(${REDACTED})`
+  }
+}
+
+export function fingerprint(value: string): string {
+  return 'sha256:' + createHash('sha256').update(value, 'utf8').digest('hex').slice(0, 8)
+}
