@@ -1,0 +1,41 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/**
+ * Every metric latchkey exports, on its own registry (never the global one, so an
+ * embedding app's metrics and ours do not collide). Names are prefixed `latchkey_`.
+ * Label values are config names and fixed outcome words — never hosts from requests
+ * (unbounded) and never secret material.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  readonly requests = new Counter({ name: 'latchkey_requests_total', help: 'Proxied requests by mode and outcome', labelNames: ['mode', 'outcome'] as const, registers: [this.registry] })
+  readonly requestDuration = new Histogram({
+    name: 'latchkey_request_duration_seconds',
+    help: 'Time from request received to response headers sent',
+    labelNames: ['mode'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+  readonly injections = new Counter({ name: 'latchkey_injections_total', help: 'Requests a credential was injected into', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly denials = new Counter({ name: 'latchkey_denials_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] })
+  readonly cacheHits = new Counter({ name: 'latchkey_cache_hits_total', help: 'Secret lookups served from the cache', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly cacheMisses = new Counter({ name: 'latchkey_cache_misses_total', help: 'Secret lookups that waited for a provider fetch', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly cacheStale = new Counter({ name: 'latchkey_cache_stale_served_total', help: 'Expired values served because the provider failed (within maxStale)', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly cacheEntries = new Gauge({ name: 'latchkey_cache_entries', help: 'Secrets held in the cache', registers: [this.registry] })
+  readonly providerFetches = new Counter({ name: 'latchkey_provider_fetches_total', help: 'Provider calls by provider and result code (ok or an error code)', labelNames: ['provider', 'result'] as const, registers: [this.registry] })
+  readonly providerLatency = new Histogram({
+    name: 'latchkey_provider_fetch_duration_seconds',
+    help: 'Provider call latency',
+    labelNames: ['provider'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  })
+  readonly providerThrottled = new Counter({ name: 'latchkey_provider_throttled_total', help: 'Provider calls answered with throttling', labelNames: ['provider'] as const, registers: [this.registry] })
+  readonly providerRetries = new Counter({ name: 'latchkey_provider_retries_total', help: 'Provider calls repeated after a transient failure', labelNames: ['provider'] as const, registers: [this.registry] })
+  readonly busts = new Counter({ name: 'latchkey_busts_total', help: 'Upstream 401/403 answers to injected requests, by result', labelNames: ['credential', 'result'] as const, registers: [this.registry] })
+  readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_' })
+  }
+}

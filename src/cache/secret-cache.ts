@@ -1,0 +1,218 @@
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import type { CompiledCredential } from '../config/load.ts'
+import { LatchkeyError, ProviderError } from '../errors.ts'
+import type { SecretValue } from '../providers/secret-value.ts'
+
+/** One fetched secret. `rendered` memoises the header value per credential (a cache hit allocates nothing). */
+interface Entry {
+  readonly secret: SecretValue
+  readonly fetchedAt: number
+  readonly refreshAt: number
+  readonly expiresAt: number
+  readonly rendered: Map<string, string | LatchkeyError>
+}
+
+/** What a request gets: the secret (to compare on bust) and the ready header value. */
+export interface Resolved {
+  readonly secret: SecretValue
+  readonly headerValue: string
+  readonly stale: boolean
+}
+
+export interface CacheOptions {
+  maxEntries: number
+  maxStaleMs: number
+  bustCooldownMs: number
+  /** Fraction of the TTL after which an entry in use is refreshed in the background. */
+  refreshAhead: number
+  /** Performs one provider fetch (with its own timeout and retries). */
+  fetch(credential: CompiledCredential): Promise<SecretValue>
+  /** Called with every newly held value so the log scrubber knows it. */
+  onValue?(credential: CompiledCredential, secret: SecretValue): void
+  /** Called when a key's value is dropped (eviction, clear). */
+  onDrop?(cacheKey: string): void
+  logger: Logger
+  now?: () => number
+  random?: () => number
+  observe?: {
+    hit?(credential: string): void
+    miss?(credential: string): void
+    stale?(credential: string): void
+    bust?(credential: string, result: 'changed' | 'unchanged' | 'cooldown' | 'failed'): void
+    entries?(n: number): void
+  }
+}
+
+/**
+ * The TTL cache of secrets: lru-cache bounds the number of entries; lifetimes are ours
+ * because a value must outlive its TTL (stale-on-error up to `maxStale`). Concurrent misses
+ * and concurrent busts of one key share one fetch. Memory only.
+ */
+export class SecretCache {
+  readonly #entries: LRUCache<string, Entry>
+  readonly #inflight = new Map<string, Promise<Entry>>()
+  readonly #lastBust = new Map<string, number>()
+  readonly #opts: CacheOptions
+  readonly #now: () => number
+  readonly #random: () => number
+
+  constructor(opts: CacheOptions) {
+    this.#opts = opts
+    this.#now = opts.now ?? Date.now
+    this.#random = opts.random ?? Math.random
+    this.#entries = new LRUCache<string, Entry>({
+      max: opts.maxEntries,
+      dispose: (_v, key, reason) => {
+        if (reason !== 'set') opts.onDrop?.(key)
+      },
+    })
+  }
+
+  /** The value for a credential: cached, refreshed ahead, fetched, or stale within maxStale. */
+  async get(credential: CompiledCredential): Promise<Resolved> {
+    const key = credential.cacheKey
+    const now = this.#now()
+    const entry = this.#entries.get(key)
+    if (entry && now < entry.expiresAt) {
+      this.#opts.observe?.hit?.(credential.name)
+      if (now >= entry.refreshAt && !this.#inflight.has(key)) {
+        this.#load(credential).catch(() => undefined) // errors logged in #load; the current value stays
+      }
+      return this.#resolve(credential, entry, false)
+    }
+    this.#opts.observe?.miss?.(credential.name)
+    try {
+      return this.#resolve(credential, await this.#load(credential), false)
+    } catch (err) {
+      if (entry && this.#now() < entry.expiresAt + this.#opts.maxStaleMs) {
+        this.#opts.observe?.stale?.(credential.name)
+        this.#opts.logger.warn({ event: 'stale_served', credential: credential.name, code: (err as LatchkeyError).code }, 'provider failed; serving the previous value within maxStale')
+        return this.#resolve(credential, entry, true)
+      }
+      throw unavailable(credential, err)
+    }
+  }
+
+  /** Whether a usable (unexpired) value is held: what readiness means. */
+  holds(credential: CompiledCredential): boolean {
+    const e = this.#entries.get(credential.cacheKey, { updateAgeOnGet: false })
+    return e !== undefined && this.#now() < e.expiresAt
+  }
+
+  /**
+   * After an upstream 401/403 to a request that carried `used`: evict, fetch again (one
+   * fetch shared by concurrent busts; at most one per `bustCooldown`) and say whether
+   * the value changed, with the new value when it did.
+   */
+  async bust(credential: CompiledCredential, used: SecretValue): Promise<Resolved | undefined> {
+    const key = credential.cacheKey
+    const current = this.#entries.get(key)
+    if (current && !current.secret.equals(used)) {
+      // Someone else already refreshed it.
+      this.#opts.observe?.bust?.(credential.name, 'changed')
+      return this.#resolve(credential, current, false)
+    }
+    const inflight = this.#inflight.get(key)
+    if (!inflight) {
+      const last = this.#lastBust.get(key)
+      if (last !== undefined && this.#now() - last < this.#opts.bustCooldownMs) {
+        this.#opts.observe?.bust?.(credential.name, 'cooldown')
+        this.#opts.logger.info({ event: 'bust_cooldown', credential: credential.name }, 'upstream refused the credential again within bustCooldown; not refetching')
+        return undefined
+      }
+      this.#lastBust.set(key, this.#now())
+      this.#entries.delete(key)
+      this.#opts.logger.info({ event: 'bust', credential: credential.name }, 'upstream refused the credential; evicted and refetching')
+    }
+    try {
+      const fresh = await (inflight ?? this.#load(credential))
+      const changed = !fresh.secret.equals(used)
+      this.#opts.observe?.bust?.(credential.name, changed ? 'changed' : 'unchanged')
+      return changed ? this.#resolve(credential, fresh, false) : undefined
+    } catch (err) {
+      this.#opts.observe?.bust?.(credential.name, 'failed')
+      this.#opts.logger.warn({ event: 'bust_refetch_failed', credential: credential.name, code: (err as LatchkeyError).code }, 'refetch after upstream refusal failed')
+      return undefined
+    }
+  }
+
+  /** Fetch now (prefetch); resolves true when a value is held. */
+  async prefetch(credential: CompiledCredential): Promise<boolean> {
+    try {
+      await this.#load(credential)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** Drop cached values: all, or those of one credential. Returns how many entries were removed. */
+  clear(credential?: CompiledCredential): number {
+    if (credential) {
+      const had = this.#entries.delete(credential.cacheKey)
+      this.#lastBust.delete(credential.cacheKey)
+      this.#opts.observe?.entries?.(this.#entries.size)
+      return had ? 1 : 0
+    }
+    const n = this.#entries.size
+    this.#entries.clear()
+    this.#lastBust.clear()
+    this.#opts.observe?.entries?.(0)
+    return n
+  }
+
+  get size(): number {
+    return this.#entries.size
+  }
+
+  #load(credential: CompiledCredential): Promise<Entry> {
+    const key = credential.cacheKey
+    const existing = this.#inflight.get(key)
+    if (existing) return existing
+    const p = this.#opts
+      .fetch(credential)
+      .then((secret) => {
+        const now = this.#now()
+        const ttl = credential.ttlMs * (0.9 + 0.2 * this.#random())
+        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, rendered: new Map() }
+        this.#opts.onValue?.(credential, secret)
+        this.#entries.set(key, entry)
+        this.#opts.observe?.entries?.(this.#entries.size)
+        this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
+        return entry
+      })
+      .catch((err: unknown) => {
+        const e = err as ProviderError
+        this.#opts.logger.warn(
+          { event: 'provider_error', credential: credential.name, provider: credential.provider, code: e.code, providerCode: e.providerCode, err: e },
+          'provider fetch failed',
+        )
+        throw err
+      })
+      .finally(() => {
+        this.#inflight.delete(key)
+      })
+    this.#inflight.set(key, p)
+    return p
+  }
+
+  #resolve(credential: CompiledCredential, entry: Entry, stale: boolean): Resolved {
+    let rendered = entry.rendered.get(credential.name)
+    if (rendered === undefined) {
+      try {
+        rendered = credential.injector.render(entry.secret.reveal())
+      } catch (err) {
+        rendered = err instanceof LatchkeyError ? err : new LatchkeyError('invalid_secret', `credential ${credential.name}: secret cannot be rendered`)
+      }
+      entry.rendered.set(credential.name, rendered)
+    }
+    if (rendered instanceof LatchkeyError) throw rendered
+    return { secret: entry.secret, headerValue: rendered, stale }
+  }
+}
+
+function unavailable(credential: CompiledCredential, err: unknown): LatchkeyError {
+  const code = err instanceof LatchkeyError ? err.code : 'provider_unavailable'
+  return new LatchkeyError('secret_unavailable', `credential ${credential.name} is unavailable (${code})`, { cause: err })
+}

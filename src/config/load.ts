@@ -1,0 +1,276 @@
+import { readFileSync, statSync } from 'node:fs'
+import path from 'node:path'
+import { parseDocument } from 'yaml'
+import type { z } from 'zod'
+import { ConfigError, type ConfigIssue } from '../errors.ts'
+import { compileInjector, type CompiledInjector } from '../proxy/inject.ts'
+import { findOverlaps } from '../proxy/credential-matcher.ts'
+import { normalizeHost, parseHostPattern, patternMatches, type HostPattern } from '../proxy/host-pattern.ts'
+import { PROVIDERS } from '../providers/registry.ts'
+import { configSchema, type LogLevel, type RawConfig } from './schema.ts'
+import { formatPath, interpolate } from './interpolate.ts'
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+/** A credential compiled at load: patterns parsed, injector compiled, cache key fixed. */
+export interface CompiledCredential {
+  readonly name: string
+  readonly provider: string
+  readonly ref: string
+  readonly field: string | undefined
+  readonly version: string | undefined
+  readonly patterns: readonly HostPattern[]
+  readonly injector: CompiledInjector
+  readonly ttlMs: number
+  readonly insecure: boolean
+  readonly prefetch: boolean
+  /** provider + ref + field + version (T7): two credentials reading the same secret share one cache entry. */
+  readonly cacheKey: string
+}
+
+export interface CompiledRoute {
+  readonly name: string
+  readonly upstream: URL
+}
+
+export interface ProviderConfig {
+  readonly name: string
+  readonly type: string
+  readonly options: Readonly<Record<string, unknown>>
+}
+
+/** The validated, frozen configuration the daemon runs on. */
+export interface Config {
+  readonly listen: ListenAddress
+  readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
+  readonly log: { readonly level: LogLevel }
+  readonly cache: RawConfig['cache']
+  readonly upstream: RawConfig['upstream'] & { readonly ca: string | undefined }
+  readonly egress: 'deny' | 'passthrough'
+  readonly intercept: RawConfig['intercept']
+  readonly providers: Readonly<Record<string, ProviderConfig>>
+  readonly credentials: Readonly<Record<string, CompiledCredential>>
+  readonly routes: Readonly<Record<string, CompiledRoute>>
+  /** Things worth a log line at start (insecure credentials, world-readable files). */
+  readonly warnings: readonly string[]
+}
+
+export type LoadResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] }
+
+export interface LoadOptions {
+  env: Readonly<Record<string, string | undefined>>
+  /** Relative paths resolve against this directory (the config file's). */
+  baseDir: string
+}
+
+/** Parse YAML or JSON text (YAML is a superset) and validate it. Never throws for bad input. */
+export function parseConfigText(text: string, opts: LoadOptions & { source?: string }): LoadResult {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
+  if (doc.errors.length > 0) {
+    return { ok: false, issues: doc.errors.map((e) => ({ path: '', message: `${opts.source ?? 'config'}: ${e.message.split('\n')[0]}` })) }
+  }
+  return validateConfig(doc.toJS() ?? {}, opts)
+}
+
+/** Read and validate a config file. */
+export function loadConfigFile(file: string, env: LoadOptions['env']): LoadResult {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    return { ok: false, issues: [{ path: '', message: `cannot read config file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` }] }
+  }
+  const result = parseConfigText(text, { env, baseDir: path.dirname(path.resolve(file)), source: file })
+  if (result.ok && worldReadable(file) && /\$\{file:|token:|secret|password/i.test(text)) {
+    ;(result.config.warnings as string[]).push(`config file ${file} is world-readable and may hold secret material (chmod 600)`)
+  }
+  return result
+}
+
+/** Validate a raw config object (as parsed from YAML) into a frozen `Config`. */
+export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult {
+  const issues: ConfigIssue[] = []
+  const interpolated = interpolate(rawInput, opts.env, opts.baseDir, issues)
+  const parsed = configSchema.safeParse(interpolated)
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) issues.push({ path: formatPath(i.path), message: i.message })
+    return { ok: false, issues: dedupe(issues) }
+  }
+  const raw = parsed.data
+  const warnings: string[] = []
+  const resolvePath = (p: string) => path.resolve(opts.baseDir, p)
+
+  // Providers: each type validates its own options.
+  const providers: Record<string, ProviderConfig> = {}
+  for (const [name, entry] of Object.entries(raw.providers)) {
+    const factory = PROVIDERS[entry.type]
+    if (!factory) {
+      issues.push({ path: `providers.${name}.type`, message: `unknown provider type ${JSON.stringify(entry.type)} (known: ${Object.keys(PROVIDERS).join(', ')})` })
+      continue
+    }
+    const r = (factory.optionsSchema as z.ZodType).safeParse(entry)
+    if (!r.success) {
+      for (const i of r.error.issues) issues.push({ path: formatPath(['providers', name, ...i.path]), message: i.message })
+      continue
+    }
+    const options = { ...(r.data as Record<string, unknown>) }
+    for (const key of ['dir', 'caFile', 'credentialsFile', 'tokenFile']) {
+      if (typeof options[key] === 'string') options[key] = resolvePath(options[key])
+    }
+    providers[name] = Object.freeze({ name, type: entry.type, options: Object.freeze(options) })
+  }
+
+  // Credentials: provider exists, patterns parse, injector compiles.
+  const credentials: Record<string, CompiledCredential> = {}
+  for (const [name, c] of Object.entries(raw.credentials)) {
+    const at = `credentials.${name}`
+    if (!raw.providers[c.provider]) {
+      issues.push({ path: `${at}.provider`, message: `no provider named ${JSON.stringify(c.provider)} (defined: ${Object.keys(raw.providers).join(', ') || 'none'})` })
+    }
+    const patterns: HostPattern[] = []
+    c.hosts.forEach((h, i) => {
+      const r = parseHostPattern(h)
+      if (r.ok) patterns.push(r.pattern)
+      else issues.push({ path: `${at}.hosts[${i}]`, message: r.message })
+    })
+    let injector: CompiledInjector | undefined
+    try {
+      injector = compileInjector(name, c.inject, c.field)
+    } catch (err) {
+      issues.push({ path: `${at}.inject`, message: (err as Error).message })
+    }
+    if (c.insecure) warnings.push(`credential ${name} has insecure: true: it may be sent over plain http (loopback and dev only)`)
+    if (!injector) continue
+    credentials[name] = Object.freeze({
+      name,
+      provider: c.provider,
+      ref: c.ref,
+      field: c.field,
+      version: c.version,
+      patterns: Object.freeze(patterns),
+      injector,
+      ttlMs: c.ttl ?? raw.cache.ttl,
+      insecure: c.insecure,
+      prefetch: c.prefetch ?? raw.cache.prefetch,
+      cacheKey: [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
+    })
+  }
+  for (const o of findOverlaps(Object.values(credentials).map((c) => ({ name: c.name, patterns: c.patterns, value: c })))) {
+    issues.push({
+      path: `credentials.${o.b}.hosts`,
+      message: `pattern ${JSON.stringify(o.patternB)} can match the same host:port as ${JSON.stringify(o.patternA)} of credential ${o.a}; each destination must have at most one credential`,
+    })
+  }
+
+  // Routes: absolute http(s) URLs without userinfo, query or fragment.
+  const routes: Record<string, CompiledRoute> = {}
+  for (const [name, r] of Object.entries(raw.routes)) {
+    const at = `routes.${name}.upstream`
+    let url: URL
+    try {
+      url = new URL(r.upstream)
+    } catch {
+      issues.push({ path: at, message: `not an absolute URL: ${JSON.stringify(r.upstream)}` })
+      continue
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') issues.push({ path: at, message: 'upstream must be http:// or https://' })
+    else if (url.username || url.password) issues.push({ path: at, message: 'upstream URL must not contain userinfo; bind a credential to the host instead' })
+    else if (url.search || url.hash) issues.push({ path: at, message: 'upstream URL must not contain a query or fragment' })
+    else if (url.protocol === 'http:') {
+      const tls = false
+      const host = normalizeHost(url.hostname)
+      const port = url.port ? Number(url.port) : 80
+      for (const c of Object.values(credentials)) {
+        if (!c.insecure && host !== undefined && c.patterns.some((p) => patternMatches(p, host, port, tls))) {
+          issues.push({ path: at, message: `credential ${c.name} is bound to this plain-http destination; use https:// or set credentials.${c.name}.insecure: true (loopback and dev only)` })
+        }
+      }
+    }
+    if (url.pathname.endsWith('/') && url.pathname !== '/') url.pathname = url.pathname.replace(/\/+$/, '')
+    routes[name] = Object.freeze({ name, upstream: url })
+  }
+
+  // Admin token: inline or from a file; never both.
+  let adminToken = raw.admin.token
+  if (raw.admin.token !== undefined && raw.admin.tokenFile !== undefined) {
+    issues.push({ path: 'admin', message: 'set admin.token or admin.tokenFile, not both' })
+  } else if (raw.admin.tokenFile !== undefined) {
+    const file = resolvePath(raw.admin.tokenFile)
+    try {
+      adminToken = readFileSync(file, 'utf8').split(/\r?\n/)[0]?.trim()
+      if (!adminToken || adminToken.length < 16) issues.push({ path: 'admin.tokenFile', message: `${file} must hold a token of at least 16 characters` })
+      if (worldReadable(file)) warnings.push(`admin token file ${file} is world-readable (chmod 600)`)
+    } catch (err) {
+      issues.push({ path: 'admin.tokenFile', message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
+    }
+  }
+
+  let ca: string | undefined
+  if (raw.upstream.caFile !== undefined) {
+    const file = resolvePath(raw.upstream.caFile)
+    try {
+      ca = readFileSync(file, 'utf8')
+      if (!ca.includes('-----BEGIN CERTIFICATE-----')) issues.push({ path: 'upstream.caFile', message: `${file} holds no PEM certificate` })
+    } catch (err) {
+      issues.push({ path: 'upstream.caFile', message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
+    }
+  }
+
+  const listen = parseListen(raw.listen, 'listen', issues)
+  const adminListen = parseListen(raw.admin.listen, 'admin.listen', issues)
+  if (issues.length > 0) return { ok: false, issues: dedupe(issues) }
+
+  const config: Config = {
+    listen: listen as ListenAddress,
+    admin: Object.freeze({ listen: adminListen as ListenAddress, token: adminToken }),
+    log: Object.freeze({ level: raw.log.level }),
+    cache: Object.freeze(raw.cache),
+    upstream: Object.freeze({ ...raw.upstream, caFile: raw.upstream.caFile === undefined ? undefined : resolvePath(raw.upstream.caFile), ca }),
+    egress: raw.egress,
+    intercept: Object.freeze({ ...raw.intercept, caDir: resolvePath(raw.intercept.caDir), publicCaFile: raw.intercept.publicCaFile === undefined ? undefined : resolvePath(raw.intercept.publicCaFile) }),
+    providers: Object.freeze(providers),
+    credentials: Object.freeze(credentials),
+    routes: Object.freeze(routes),
+    warnings,
+  }
+  return { ok: true, config: Object.freeze(config) }
+}
+
+/** Like `validateConfig` but throws `ConfigError` listing every problem. */
+export function compileConfig(raw: unknown, opts: LoadOptions): Config {
+  const r = validateConfig(raw, opts)
+  if (!r.ok) throw new ConfigError(r.issues)
+  return r.config
+}
+
+function parseListen(value: string, at: string, issues: ConfigIssue[]): ListenAddress | undefined {
+  // Port 0 (pick a free port) is valid for a listener, unlike for a destination.
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(value)
+  const port = Number(m?.[3])
+  if (!m || port > 65535) {
+    issues.push({ path: at, message: `expected host:port, got ${JSON.stringify(value)}` })
+    return undefined
+  }
+  return { host: (m[1] ?? m[2]) as string, port }
+}
+
+function worldReadable(file: string): boolean {
+  try {
+    return (statSync(file).mode & 0o004) !== 0
+  } catch {
+    return false
+  }
+}
+
+function dedupe(issues: ConfigIssue[]): ConfigIssue[] {
+  const seen = new Set<string>()
+  return issues.filter((i) => {
+    const k = `${i.path}\u0000${i.message}`
+    if (seen.has(k)) return false
+    seen.add(k)
+    return true
+  })
+}

@@ -1,0 +1,143 @@
+import { z } from 'zod'
+import { duration, filePath } from './schema-helpers.ts'
+
+/** `host:port` for a listener. Port 0 picks a free port (tests). */
+const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8181')
+
+const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent'])
+
+const injectBase = {
+  /** Replace a client-sent header of the same name (default). `false` keeps the client's header. */
+  overwrite: z.boolean().default(true),
+}
+
+/** How the secret is added to the request. */
+export const injectSchema = z.discriminatedUnion('type', [
+  /** `Authorization: Bearer {value}` */
+  z.object({ type: z.literal('bearer'), ...injectBase }).strict(),
+  /** `Authorization: Basic base64(username:password)` from JSON `username`/`password` or a plain `user:pass` string. */
+  z.object({ type: z.literal('basic'), ...injectBase }).strict(),
+  /** Any header; `value` is a template where `{value}` is the secret (or its field) and `{json.KEY}` a key of a JSON secret. */
+  z
+    .object({
+      type: z.literal('header'),
+      header: z.string().min(1),
+      value: z.string().min(1).default('{value}'),
+      ...injectBase,
+    })
+    .strict(),
+])
+
+export const credentialSchema = z
+  .object({
+    /** Name of an entry under `providers`. */
+    provider: z.string().min(1),
+    /** Provider-specific reference: variable name, file name, Vault path, secret id or name. */
+    ref: z.string().min(1),
+    /** One key of a JSON / map secret. */
+    field: z.string().min(1).optional(),
+    /** Provider-specific version (Vault KV version, AWS VersionId, Azure version, GCP version number). */
+    version: z.union([z.string().min(1), z.number().int().nonnegative()]).transform(String).optional(),
+    /** Host patterns this credential may be sent to. Required and non-empty. */
+    hosts: z.array(z.string().min(1)).min(1, 'hosts must list at least one host pattern: a credential is never sent anywhere by default'),
+    inject: injectSchema,
+    /** Lifetime of a fetched value; overrides `cache.ttl`. */
+    ttl: duration.optional(),
+    /** Allow sending this credential over plain http (loopback and dev only). */
+    insecure: z.boolean().default(false),
+    /** Fetch at start so readiness means "can inject"; overrides `cache.prefetch`. */
+    prefetch: z.boolean().optional(),
+  })
+  .strict()
+
+export const routeSchema = z
+  .object({
+    /** Base URL: `http://127.0.0.1:8181/<route>/<rest>` → `<upstream>/<rest>`. */
+    upstream: z.string().min(1),
+  })
+  .strict()
+
+export const interceptSchema = z
+  .object({
+    /** Terminate TLS for CONNECT to credentialed hosts with latchkey's own CA. Default false. */
+    enabled: z.boolean().default(false),
+    /** Where the CA key (mode 0600) and certificate live; created when missing. */
+    caDir: filePath.default('./.latchkey/ca'),
+    /** Lifetime of issued leaf certificates. */
+    leafTtl: duration.default(86_400_000),
+    /** Where to also write the public CA certificate for the app container (e.g. a shared emptyDir). */
+    publicCaFile: filePath.optional(),
+  })
+  .strict()
+
+/**
+ * The raw top-level schema. Provider entries are validated per type by the loader (each
+ * provider module owns its option schema), so `providers` is a record of loose objects here.
+ */
+export const configSchema = z
+  .object({
+    /** Proxy listener: reverse routes + forward proxy. */
+    listen: listenAddress.default('127.0.0.1:8181'),
+    admin: z
+      .object({
+        /** Health, readiness, metrics and cache admin. */
+        listen: listenAddress.default('127.0.0.1:8182'),
+        /** Bearer token for mutating admin calls (use `${env:NAME}` or `${file:PATH}`). */
+        token: z.string().min(16, 'admin token must be at least 16 characters').optional(),
+        /** File holding the admin token (first line). */
+        tokenFile: filePath.optional(),
+      })
+      .strict()
+      .default({ listen: '127.0.0.1:8182' }),
+    log: z
+      .object({
+        level: logLevel.default('info'),
+      })
+      .strict()
+      .default({ level: 'info' }),
+    cache: z
+      .object({
+        /** Default lifetime of a fetched secret. */
+        ttl: duration.default(300_000),
+        maxEntries: z.number().int().positive().default(1000),
+        /** While the provider fails, serve the old value at most this long past expiry. */
+        maxStale: duration.default(900_000),
+        /** After a 401/403, at most one refetch per credential per this interval. */
+        bustCooldown: duration.default(10_000),
+        /** Fetch every credential at start. */
+        prefetch: z.boolean().default(true),
+        /** Refresh entries in use when this fraction of their TTL has passed. */
+        refreshAhead: z.number().gt(0).lt(1).default(0.8),
+        /** Timeout for one provider call. */
+        fetchTimeout: duration.default(10_000),
+        /** Provider calls per fetch (first try + retries) for transient failures. */
+        fetchAttempts: z.number().int().min(1).max(10).default(3),
+      })
+      .strict()
+      .default({ ttl: 300_000, maxEntries: 1000, maxStale: 900_000, bustCooldown: 10_000, prefetch: true, refreshAhead: 0.8, fetchTimeout: 10_000, fetchAttempts: 3 }),
+    upstream: z
+      .object({
+        /** Extra CAs trusted for upstream TLS, on top of the system store. */
+        caFile: filePath.optional(),
+        connectTimeout: duration.default(10_000),
+        requestTimeout: duration.default(60_000),
+        /** Bytes of request body buffered so a request can be replayed after a bust. */
+        retryBodyLimit: z.number().int().nonnegative().default(65_536),
+        /** Allow passthrough to link-local addresses (cloud metadata endpoints). Default false. */
+        allowLinkLocal: z.boolean().default(false),
+      })
+      .strict()
+      .default({ connectTimeout: 10_000, requestTimeout: 60_000, retryBodyLimit: 65_536, allowLinkLocal: false }),
+    /** Hosts that no credential is bound to: deny (403) or passthrough. */
+    egress: z.enum(['deny', 'passthrough']).default('deny'),
+    intercept: interceptSchema.default({ enabled: false, caDir: './.latchkey/ca', leafTtl: 86_400_000 }),
+    providers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'provider names use letters, digits, _ . -'), z.object({ type: z.string() }).passthrough()).default({}),
+    credentials: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'credential names use letters, digits, _ . -'), credentialSchema).default({}),
+    routes: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'route names use letters, digits, _ . -'), routeSchema).default({}),
+  })
+  .strict()
+
+export type RawConfig = z.infer<typeof configSchema>
+export type CredentialConfig = z.infer<typeof credentialSchema>
+export type InjectConfig = z.infer<typeof injectSchema>
+export type LogLevel = z.infer<typeof logLevel>

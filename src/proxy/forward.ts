@@ -1,0 +1,133 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import type { Logger } from 'pino'
+import type { Agent, Dispatcher } from 'undici'
+import type { Metrics } from '../admin/metrics.ts'
+import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
+import { ERROR_CODES, LatchkeyError } from '../errors.ts'
+import { clientResponseHeaders, upstreamRequestHeaders } from './hop-by-hop.ts'
+import { prepareBody, type PreparedBody } from './request-body.ts'
+import type { Target } from './resolve-target.ts'
+import { sendError } from './respond.ts'
+import { mapUpstreamError } from './upstream.ts'
+
+export interface ForwarderOptions {
+  cache: SecretCache
+  agents: { credentialed: Agent; passthrough: Agent }
+  logger: Logger
+  metrics: Metrics
+  retryBodyLimit: number
+  /** Bound on waiting for a secret on the request path. */
+  requestTimeoutMs: number
+}
+
+type Outcome = 'injected' | 'passthrough' | 'replayed' | 'client_header_kept' | 'error'
+
+/**
+ * Sends one request upstream: injects the credential, streams bodies both ways, and on
+ * 401/403 busts the secret and replays once when the value changed and the body is
+ * replayable. Redirects are passed to the client (undici's request never follows them).
+ */
+export class Forwarder {
+  readonly #o: ForwarderOptions
+
+  constructor(o: ForwarderOptions) {
+    this.#o = o
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, target: Target): Promise<void> {
+    const started = performance.now()
+    const credential = target.credential
+    let outcome: Outcome = target.passthrough ? 'passthrough' : 'injected'
+    let status = 0
+    let errorCode: string | undefined
+    try {
+      let resolved: Resolved | undefined
+      let inject = credential !== undefined
+      if (credential) {
+        if (!credential.injector.overwrite && req.headers[credential.injector.headerName] !== undefined) {
+          inject = false
+          outcome = 'client_header_kept'
+        } else {
+          resolved = await this.#secret(credential)
+        }
+      }
+      const headerName = inject && credential ? credential.injector.headerName : undefined
+      const base = upstreamRequestHeaders(req.rawHeaders, req.headers.connection, headerName)
+      base.push('host', target.hostHeader)
+      const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : { replayable: false, body: req }
+      const agent = target.passthrough ? this.#o.agents.passthrough : this.#o.agents.credentialed
+      const send = (value: string | undefined) => {
+        const headers = value === undefined || headerName === undefined ? base : [...base, headerName, value]
+        const reqBody = body.body === null ? null : body.body
+        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody ?? undefined })
+      }
+      if (resolved && credential) this.#o.metrics.injections.inc({ credential: credential.name })
+      let upstream = await send(resolved?.headerValue)
+
+      if (resolved && credential && (upstream.statusCode === 401 || upstream.statusCode === 403)) {
+        const fresh = await this.#o.cache.bust(credential, resolved.secret)
+        if (fresh && body.replayable) {
+          await upstream.body.dump().catch(() => undefined)
+          this.#o.metrics.replays.inc({ credential: credential.name })
+          this.#o.logger.info({ event: 'replay', credential: credential.name, host: target.host, status: upstream.statusCode }, 'replaying with the refreshed credential')
+          outcome = 'replayed'
+          upstream = await send(fresh.headerValue)
+        }
+      }
+      status = upstream.statusCode
+      res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers))
+      await pipeline(upstream.body, res)
+    } catch (err) {
+      outcome = 'error'
+      if (err instanceof LatchkeyError) {
+        errorCode = err.code
+        status = err.status
+        sendError(res, err.code, err.message)
+      } else if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' || res.destroyed) {
+        errorCode = 'client_closed'
+        res.destroy()
+      } else {
+        const m = mapUpstreamError(err, target.host)
+        errorCode = m.code
+        status = res.headersSent ? status : ERROR_CODES[m.code].status
+        sendError(res, m.code, m.message)
+      }
+      if (errorCode !== 'client_closed') this.#o.metrics.denials.inc({ code: errorCode })
+    } finally {
+      const seconds = (performance.now() - started) / 1000
+      this.#o.metrics.requests.inc({ mode: target.mode, outcome })
+      this.#o.metrics.requestDuration.observe({ mode: target.mode }, seconds)
+      this.#o.logger.info(
+        {
+          event: 'request',
+          mode: target.mode,
+          method: req.method,
+          credential: credential?.name,
+          route: target.route,
+          host: target.host,
+          path: target.path.split('?')[0],
+          status,
+          durationMs: Math.round(seconds * 10_000) / 10,
+          outcome,
+          code: errorCode,
+        },
+        'request',
+      )
+    }
+  }
+
+  /** The secret, bounded by the request timeout so a slow secret manager cannot stall the proxy. */
+  async #secret(credential: NonNullable<Target['credential']>): Promise<Resolved> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new LatchkeyError('secret_unavailable', `credential ${credential.name} is unavailable (provider_timeout)`)), this.#o.requestTimeoutMs)
+      timer.unref()
+    })
+    try {
+      return await Promise.race([this.#o.cache.get(credential), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}

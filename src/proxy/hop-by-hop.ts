@@ -1,0 +1,44 @@
+import type { IncomingHttpHeaders } from 'node:http'
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus proxy credentials that are for us, not the upstream. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+])
+
+/**
+ * Request headers for the upstream from the client's raw header list: hop-by-hop fields,
+ * the fields named in `Connection`, `Host` (set by us) and `drop` (an injected header
+ * being replaced) are removed. Returns a flat [name, value, ...] list as undici accepts.
+ */
+export function upstreamRequestHeaders(rawHeaders: readonly string[], connection: string | undefined, drop: string | undefined): string[] {
+  const named = connection ? new Set(connection.toLowerCase().split(',').map((s) => s.trim())) : undefined
+  const out: string[] = []
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || lower === drop || named?.has(lower)) continue
+    out.push(name, rawHeaders[i + 1] as string)
+  }
+  return out
+}
+
+/** Response headers for the client: hop-by-hop fields and those named in `Connection` removed. */
+export function clientResponseHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const conn = headers.connection
+  const named = typeof conn === 'string' ? new Set(conn.toLowerCase().split(',').map((s) => s.trim())) : undefined
+  const out: Record<string, string | string[]> = {}
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue
+    out[k] = v
+  }
+  return out
+}

@@ -1,0 +1,177 @@
+import type { IncomingMessage } from 'node:http'
+import type { CompiledCredential, CompiledRoute, Config } from '../config/load.ts'
+import type { ErrorCode } from '../errors.ts'
+import { CredentialMatcher } from './credential-matcher.ts'
+import { normalizeHost, patternMatches, splitHostPort } from './host-pattern.ts'
+
+/** Where a request goes, decided before anything is sent. */
+export interface Target {
+  readonly mode: 'route' | 'forward' | 'intercept'
+  /** `https://host:port` — the connection latchkey makes. */
+  readonly origin: string
+  /** Path and query sent upstream. */
+  readonly path: string
+  /** The Host header sent upstream. */
+  readonly hostHeader: string
+  /** host:port as matched, for logs. */
+  readonly host: string
+  readonly credential: CompiledCredential | undefined
+  /** No credential: use the passthrough agent (link-local guard). */
+  readonly passthrough: boolean
+  readonly route: string | undefined
+}
+
+export type Refusal = { readonly refused: true; readonly code: ErrorCode; readonly message: string }
+export type Resolution = Target | Refusal
+
+/** For CONNECT: what to do with the tunnel. */
+export type ConnectDecision =
+  | { kind: 'intercept'; host: string; port: number; credential: CompiledCredential }
+  | { kind: 'tunnel'; host: string; port: number }
+  | Refusal
+
+const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i
+
+/**
+ * Request → target. Matching is precompiled (CredentialMatcher memoises per host:port:tls);
+ * routes are a Map by first path segment.
+ */
+export class TargetResolver {
+  readonly #matcher: CredentialMatcher<CompiledCredential>
+  readonly #routes: Map<string, CompiledRoute>
+  readonly #credentials: readonly CompiledCredential[]
+  readonly #egress: Config['egress']
+  readonly #interceptEnabled: boolean
+
+  constructor(config: Config) {
+    this.#credentials = Object.values(config.credentials)
+    this.#matcher = new CredentialMatcher(this.#credentials.map((c) => ({ name: c.name, patterns: c.patterns, value: c })))
+    this.#routes = new Map(Object.values(config.routes).map((r) => [r.name, r]))
+    this.#egress = config.egress
+    this.#interceptEnabled = config.intercept.enabled
+  }
+
+  /** The credential bound to host:port for a connection of this kind, if any. */
+  match(host: string, port: number, tls: boolean): CompiledCredential | undefined {
+    const c = this.#matcher.match(host, port, tls)?.value
+    // A credential is sent over plain http only when it says insecure: true.
+    return c && (tls || c.insecure) ? c : undefined
+  }
+
+  resolve(req: IncomingMessage): Resolution {
+    const url = req.url ?? '/'
+    if (url.startsWith('/')) return this.#route(url)
+    return this.#forward(req, url)
+  }
+
+  #route(url: string): Resolution {
+    const slash = url.indexOf('/', 1)
+    const q = url.indexOf('?')
+    const end = slash === -1 ? (q === -1 ? url.length : q) : q !== -1 && q < slash ? q : slash
+    const name = decodeSafe(url.slice(1, end))
+    const route = name === undefined ? undefined : this.#routes.get(name)
+    if (!route) return refuse('route_not_found', `no route named ${JSON.stringify(url.slice(1, end).slice(0, 64))}; routes are /<route>/<path>`)
+    let rest = url.slice(end)
+    if (rest.startsWith('?') || rest === '') rest = '/' + rest
+    const restPath = rest.split('?')[0] as string
+    if (DOT_SEGMENT.test(restPath)) return refuse('bad_request', 'dot segments (.. or .) are not allowed in route paths')
+    const u = route.upstream
+    const tls = u.protocol === 'https:'
+    const port = u.port ? Number(u.port) : tls ? 443 : 80
+    const host = normalizeHost(u.hostname) ?? u.hostname
+    const credential = this.match(host, port, tls)
+    const basePath = u.pathname === '/' ? '' : u.pathname
+    return {
+      mode: 'route',
+      origin: `${u.protocol}//${u.host}`,
+      path: basePath + rest,
+      hostHeader: u.host,
+      host: `${host}:${port}`,
+      credential,
+      passthrough: credential === undefined,
+      route: route.name,
+    }
+  }
+
+  #forward(req: IncomingMessage, raw: string): Resolution {
+    if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(raw)) return refuse('userinfo_not_allowed', 'userinfo (user:pass@) in the request URI is not allowed')
+    let u: URL
+    try {
+      u = new URL(raw)
+    } catch {
+      return refuse('bad_request', 'the request target is neither a route path nor an absolute http:// URI')
+    }
+    if (u.protocol !== 'http:') return refuse('unsupported_scheme', `${u.protocol}// is not proxied in absolute form; send http:// URLs, or use CONNECT (HTTPS_PROXY) for https://`)
+    if (u.username || u.password) return refuse('userinfo_not_allowed', 'userinfo (user:pass@) in the request URI is not allowed')
+    const host = normalizeHost(u.hostname)
+    if (!host) return refuse('invalid_host', 'the request URI names no valid host')
+    const port = u.port ? Number(u.port) : 80
+    const hostHeader = req.headers.host
+    if (hostHeader !== undefined) {
+      const hp = splitHostPort(hostHeader)
+      const hh = hp ? normalizeHost(hp.host) : undefined
+      if (!hp || hh !== host || (hp.port ?? 80) !== port) {
+        return refuse('host_mismatch', 'the Host header and the absolute request URI name different destinations')
+      }
+    }
+    const path = u.pathname + u.search
+    // A credentialed destination is reached over TLS: port 80 becomes 443, another explicit port keeps its number.
+    const tlsPort = port === 80 ? 443 : port
+    const overTls = this.match(host, tlsPort, true)
+    if (overTls && !overTls.insecure) return this.#target('forward', 'https', host, tlsPort, path, overTls)
+    const plain = this.match(host, port, false)
+    if (plain) return this.#target('forward', 'http', host, port, path, plain)
+    if (overTls) return this.#target('forward', 'https', host, tlsPort, path, overTls)
+    if (this.#egress === 'deny') return refuse('egress_denied', `no credential is bound to ${host}:${port} and egress is deny`)
+    return this.#target('forward', 'http', host, port, path, undefined)
+  }
+
+  #target(mode: Target['mode'], scheme: 'http' | 'https', host: string, port: number, path: string, credential: CompiledCredential | undefined): Target {
+    const defaultPort = scheme === 'https' ? 443 : 80
+    const authority = port === defaultPort ? host : `${host}:${port}`
+    return { mode, origin: `${scheme}://${host}:${port}`, path, hostHeader: authority, host: `${host}:${port}`, credential, passthrough: credential === undefined, route: undefined }
+  }
+
+  /** A decrypted request inside an intercepted tunnel to host:port. */
+  intercepted(host: string, port: number, credential: CompiledCredential, path: string): Target {
+    return this.#target('intercept', 'https', host, port, path, credential)
+  }
+
+  connect(authority: string): ConnectDecision {
+    const hp = splitHostPort(authority)
+    const host = hp ? normalizeHost(hp.host) : undefined
+    if (!hp || !host || hp.port === undefined) return refuse('invalid_host', 'CONNECT needs host:port')
+    const credential = this.match(host, hp.port, true)
+    if (credential) {
+      if (!this.#interceptEnabled) {
+        return refuse('intercept_disabled', `a credential (${credential.name}) is bound to ${host}:${hp.port}; CONNECT tunnels cannot carry it. Enable intercept.enabled, or send http:// URLs through the proxy (HTTP_PROXY) or use a route`)
+      }
+      return { kind: 'intercept', host, port: hp.port, credential }
+    }
+    if (this.#boundOnAnyPort(host)) {
+      return refuse('intercept_port_not_allowed', `${host} is bound to a credential, but not on port ${hp.port}`)
+    }
+    if (this.#egress === 'deny') return refuse('egress_denied', `no credential is bound to ${host}:${hp.port} and egress is deny`)
+    return { kind: 'tunnel', host, port: hp.port }
+  }
+
+  #boundOnAnyPort(host: string): boolean {
+    return this.#credentials.some((c) => c.patterns.some((p) => patternMatches({ ...p, port: '*' }, host, 0, true)))
+  }
+}
+
+function refuse(code: ErrorCode, message: string): Refusal {
+  return { refused: true, code, message }
+}
+
+function decodeSafe(s: string): string | undefined {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return undefined
+  }
+}
+
+export function isRefusal(r: Resolution | ConnectDecision): r is Refusal {
+  return 'refused' in r
+}

@@ -1,0 +1,79 @@
+import dns, { type LookupAddress } from 'node:dns'
+import { isIP } from 'node:net'
+import { rootCertificates } from 'node:tls'
+import { Agent } from 'undici'
+import type { ErrorCode } from '../errors.ts'
+
+export interface UpstreamOptions {
+  /** Extra CA PEM on top of the default store. */
+  ca: string | undefined
+  connectTimeoutMs: number
+  requestTimeoutMs: number
+  allowLinkLocal: boolean
+}
+
+/** Link-local ranges and well-known metadata addresses (T10). */
+export function isLinkLocal(address: string): boolean {
+  const v = isIP(address)
+  if (v === 4) return address.startsWith('169.254.')
+  if (v === 6) {
+    const a = address.toLowerCase()
+    if (/^fe[89ab][0-9a-f]:/.test(a)) return true
+    if (a === 'fd00:ec2::254') return true
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)
+    return mapped !== null && (mapped[1] as string).startsWith('169.254.')
+  }
+  return false
+}
+
+class LinkLocalError extends Error {
+  readonly code = 'LATCHKEY_LINK_LOCAL'
+}
+
+/** dns.lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
+function guardedLookup(
+  hostname: string,
+  options: dns.LookupOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+): void {
+  dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, [])
+    const ok = addresses.filter((a) => !isLinkLocal(a.address))
+    if (ok.length === 0) return callback(new LinkLocalError(`${hostname} resolves only to link-local addresses`), [])
+    if (options.all) return callback(null, ok)
+    const first = ok[0] as LookupAddress
+    callback(null, first.address, first.family)
+  })
+}
+
+/**
+ * Two pooled keep-alive agents: one for credentialed destinations (verified TLS with the
+ * extra CA), one for passthrough (also refusing link-local addresses unless allowed).
+ */
+export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
+  const ca = o.ca ? [...rootCertificates, o.ca] : undefined
+  const common = { headersTimeout: o.requestTimeoutMs, bodyTimeout: o.requestTimeoutMs, keepAliveTimeout: 30_000, connections: 256 }
+  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, ...(ca ? { ca } : {}) } })
+  const passthrough = new Agent({
+    ...common,
+    connect: { timeout: o.connectTimeoutMs, ...(ca ? { ca } : {}), ...(o.allowLinkLocal ? {} : { lookup: guardedLookup }) },
+  })
+  return { credentialed, passthrough }
+}
+
+/** Map a connection/transport error to a stable code and a message without request details. */
+export function mapUpstreamError(err: unknown, host: string): { code: ErrorCode; message: string } {
+  const e = err as { code?: string; name?: string; cause?: { code?: string } }
+  const code = e?.code ?? e?.cause?.code ?? e?.name ?? ''
+  if (code === 'LATCHKEY_LINK_LOCAL') return { code: 'link_local_denied', message: `${host} resolves to a link-local address; refused (upstream.allowLinkLocal)` }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
+    return { code: 'upstream_timeout', message: `upstream ${host} did not answer in time` }
+  }
+  if (/^(ERR_TLS|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_SSL|EPROTO$|HOSTNAME_MISMATCH)/.test(code) || /certificate|TLS|SSL/i.test(String((err as Error)?.message ?? ''))) {
+    return { code: 'upstream_tls_error', message: `TLS to ${host} failed (${code || 'handshake'}): the certificate must be valid for the bound host name and trusted (upstream.caFile)` }
+  }
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
+    return { code: 'upstream_unreachable', message: `cannot connect to ${host} (${code})` }
+  }
+  return { code: 'upstream_error', message: `upstream ${host} failed (${code || 'connection error'})` }
+}
