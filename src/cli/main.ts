@@ -1,0 +1,168 @@
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Command, CommanderError } from 'commander'
+import { startDaemon } from '../daemon.ts'
+import { loadConfigFile } from '../config/load.ts'
+import { doctor } from './doctor.ts'
+import { createEchoServer } from './echo-server.ts'
+import { findConfig, formatIssues, loadFrom } from './config-source.ts'
+import type { CliIo } from './io.ts'
+
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const DEMO_CONFIG = path.join(PACKAGE_ROOT, 'examples', 'demo', 'latchkey.yaml')
+const DEMO_ECHO = { host: '127.0.0.1', port: 8183 }
+
+export function version(): string {
+  return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version
+}
+
+/** Build the CLI. Each action resolves to an exit code; nothing here calls process.exit. */
+export function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
+  const program = new Command('latchkey')
+    .description('secrets-broker sidecar: injects credentials into outbound HTTP requests, only for the hosts each credential is bound to')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .showHelpAfterError()
+
+  program
+    .command('run')
+    .description('run the daemon (config from -c, else $LATCHKEY_CONFIG, else ./latchkey.yaml, else env-only mode)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)')
+    .option('--demo', 'run the built-in local example (env + file secrets) with an echo upstream on 127.0.0.1:8183')
+    .action(async (o: { config?: string; demo?: boolean }) => setCode(await run(io, o)))
+
+  program
+    .command('check')
+    .description('validate the configuration without any network access; lists every problem with its path')
+    .option('-c, --config <file>', 'config file')
+    .action((o: { config?: string }) => {
+      const r = loadFrom(findConfig(o.config, io), io)
+      if (!r.ok) {
+        io.stderr.write(formatIssues(r.issues))
+        return setCode(2)
+      }
+      for (const w of r.config.warnings) io.stdout.write(`warning: ${w}\n`)
+      io.stdout.write(`configuration is valid: ${Object.keys(r.config.credentials).length} credential(s), ${Object.keys(r.config.providers).length} provider(s), ${Object.keys(r.config.routes).length} route(s)\n`)
+      setCode(0)
+    })
+
+  program
+    .command('doctor')
+    .description('fetch every credential (fingerprints only) and check each provider; --dry-run URL says which credential would be injected')
+    .option('-c, --config <file>', 'config file')
+    .option('--dry-run <url>', 'say which credential would be injected into a request to URL, or why none')
+    .action(async (o: { config?: string; dryRun?: string }) => {
+      const r = loadFrom(findConfig(o.config, io), io)
+      if (!r.ok) {
+        io.stderr.write(formatIssues(r.issues))
+        return setCode(1)
+      }
+      setCode(await doctor(r.config, io, o.dryRun))
+    })
+
+  program
+    .command('echo')
+    .description('a local upstream that answers with the request it received (to see what latchkey sends)')
+    .option('--listen <host:port>', 'address', `${DEMO_ECHO.host}:${DEMO_ECHO.port}`)
+    .action(async (o: { listen: string }) => {
+      const i = o.listen.lastIndexOf(':')
+      const server = createEchoServer()
+      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(Number(o.listen.slice(i + 1)), o.listen.slice(0, i), resolve))
+      io.stdout.write(`echo upstream listening on http://${o.listen}\n`)
+      await aborted(io.signal)
+      await new Promise((r) => server.close(r))
+      setCode(0)
+    })
+
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => {
+      io.stdout.write(`latchkey ${version()}\n`)
+      setCode(0)
+    })
+
+  return program
+}
+
+async function run(io: CliIo, o: { config?: string; demo?: boolean }): Promise<number> {
+  let env = io.env
+  let result
+  if (o.demo) {
+    env = { ...io.env, LATCHKEY_DEMO_TOKEN: io.env.LATCHKEY_DEMO_TOKEN ?? 'demo-env-token-0042' }
+    result = loadConfigFile(DEMO_CONFIG, env)
+  } else {
+    result = loadFrom(findConfig(o.config, io), io)
+  }
+  if (!result.ok) {
+    io.stderr.write(formatIssues(result.issues))
+    return 2
+  }
+  let echo: ReturnType<typeof createEchoServer> | undefined
+  if (o.demo) {
+    echo = createEchoServer()
+    await new Promise<void>((resolve, reject) => echo!.once('error', reject).listen(DEMO_ECHO.port, DEMO_ECHO.host, resolve))
+  }
+  let daemon
+  try {
+    daemon = await startDaemon({ config: result.config, env, logStream: io.stdout })
+  } catch (err) {
+    io.stderr.write(`latchkey: cannot start: ${(err as Error).message}\n`)
+    echo?.close()
+    return 1
+  }
+  if (o.demo) {
+    io.stderr.write(
+      [
+        '',
+        `latchkey demo: proxy ${daemon.proxyUrl}, admin ${daemon.adminUrl}, echo upstream http://${DEMO_ECHO.host}:${DEMO_ECHO.port}`,
+        `  curl -x ${daemon.proxyUrl} http://127.0.0.1:${DEMO_ECHO.port}/hello     # Authorization: Bearer … added`,
+        `  curl ${daemon.proxyUrl}/echo/hello                                      # same, through the route`,
+        `  curl -x ${daemon.proxyUrl} http://localhost:${DEMO_ECHO.port}/hello     # X-Api-Key added from the file secret`,
+        '',
+      ].join('\n') + '\n',
+    )
+  }
+  await aborted(io.signal)
+  await daemon.close()
+  if (echo) await new Promise((r) => echo!.close(r))
+  return 0
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })))
+}
+
+/** The process entry: the only place that reads process.env, handles signals and exits. */
+export async function cli(argv: string[]): Promise<void> {
+  const controller = new AbortController()
+  let signals = 0
+  const onSignal = (name: NodeJS.Signals) => {
+    signals++
+    if (signals > 1) process.exit(130) // a second signal: stop now
+    process.stderr.write(`latchkey: ${name} received, draining\n`)
+    controller.abort()
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  const io: CliIo = { env: process.env, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), signal: controller.signal }
+  let code = 0
+  const program = buildProgram(io, (c) => {
+    code = c
+  })
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+  } catch (err) {
+    if (err instanceof CommanderError) code = err.exitCode === 0 ? 0 : 2
+    else {
+      process.stderr.write(`latchkey: ${(err as Error).message}\n`)
+      code = 1
+    }
+  }
+  process.exitCode = code
+  process.off('SIGTERM', onSignal)
+  process.off('SIGINT', onSignal)
+  // Let stdout drain; timers are unref'd, so the process ends on its own.
+  setTimeout(() => process.exit(code), 200).unref()
+}
