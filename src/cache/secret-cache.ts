@@ -200,12 +200,14 @@ export class SecretCache {
   #resolve(credential: CompiledCredential, entry: Entry, stale: boolean): Resolved {
     let rendered = entry.rendered.get(credential.name)
     if (rendered === undefined) {
+      let value: string | LatchkeyError
       try {
-        rendered = credential.injector.render(entry.secret.reveal())
+        value = credential.injector.render(entry.secret.reveal())
       } catch (err) {
-        rendered = err instanceof LatchkeyError ? err : new LatchkeyError('invalid_secret', `credential ${credential.name}: secret cannot be rendered`)
+        value = err instanceof LatchkeyError ? err : new LatchkeyError('invalid_secret', `credential ${credential.name}: secret cannot be rendered`)
       }
-      entry.rendered.set(credential.name, rendered)
+      entry.rendered.set(credential.name, value)
+      rendered = value
     }
     if (rendered instanceof LatchkeyError) throw rendered
     return { secret: entry.secret, headerValue: rendered, stale }

@@ -3,8 +3,9 @@ import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto'
 import { isIP } from 'node:net'
 import * as x509 from '@peculiar/x509'
 
-const crypto = webcrypto as unknown as Crypto
-x509.cryptoProvider.set(crypto)
+type CryptoKeyPair = webcrypto.CryptoKeyPair
+const crypto = webcrypto
+x509.cryptoProvider.set(crypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const
 

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import type { Agent, Dispatcher } from 'undici'
@@ -6,7 +7,7 @@ import type { Metrics } from '../admin/metrics.ts'
 import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
 import { ERROR_CODES, LatchkeyError } from '../errors.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './hop-by-hop.ts'
-import { prepareBody, type PreparedBody } from './request-body.ts'
+import { hasBody, prepareBody, type PreparedBody } from './request-body.ts'
 import type { Target } from './resolve-target.ts'
 import { sendError } from './respond.ts'
 import { mapUpstreamError } from './upstream.ts'
@@ -55,12 +56,12 @@ export class Forwarder {
       const headerName = inject && credential ? credential.injector.headerName : undefined
       const base = upstreamRequestHeaders(req.rawHeaders, req.headers.connection, headerName)
       base.push('host', target.hostHeader)
-      const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : { replayable: false, body: req }
+      const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : hasBody(req) ? { replayable: false, body: req } : { replayable: true, body: null }
       const agent = target.passthrough ? this.#o.agents.passthrough : this.#o.agents.credentialed
       const send = (value: string | undefined) => {
         const headers = value === undefined || headerName === undefined ? base : [...base, headerName, value]
-        const reqBody = body.body === null ? null : body.body
-        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody ?? undefined })
+        const reqBody = body.body === null ? null : Buffer.isBuffer(body.body) ? body.body : body.body === req ? req : Readable.from(body.body)
+        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody })
       }
       if (resolved && credential) this.#o.metrics.injections.inc({ credential: credential.name })
       let upstream = await send(resolved?.headerValue)
