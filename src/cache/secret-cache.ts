@@ -82,8 +82,9 @@ export class SecretCache {
       return this.#resolve(credential, entry, false)
     }
     this.#opts.observe?.miss?.(credential.name)
+    let fresh: Entry
     try {
-      return this.#resolve(credential, await this.#load(credential), false)
+      fresh = await this.#load(credential)
     } catch (err) {
       if (entry && this.#now() < entry.expiresAt + this.#opts.maxStaleMs) {
         this.#opts.observe?.stale?.(credential.name)
@@ -92,6 +93,7 @@ export class SecretCache {
       }
       throw unavailable(credential, err)
     }
+    return this.#resolve(credential, fresh, false)
   }
 
   /** Whether a usable (unexpired) value is held: what readiness means. */

@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import pino from 'pino'
+import { SecretCache } from '../../src/cache/secret-cache.ts'
+import type { CompiledCredential } from '../../src/config/load.ts'
+import { LatchkeyError, ProviderError } from '../../src/errors.ts'
+import { SecretValue } from '../../src/providers/secret-value.ts'
+
+// The cache's provider call is an injected function: these tests drive it directly with a
+// controllable clock. End-to-end tests exercise the same cache through real providers.
+
+function credential(name = 'c', ttlMs = 60_000): CompiledCredential {
+  return {
+    name,
+    provider: 'p',
+    ref: name,
+    field: undefined,
+    version: undefined,
+    patterns: [],
+    injector: { headerName: 'authorization', overwrite: true, render: (v: string) => `Bearer ${v}`, secretForms: (v: string) => [v] },
+    ttlMs,
+    insecure: false,
+    prefetch: true,
+    cacheKey: `p\u0000${name}`,
+  } as unknown as CompiledCredential
+}
+
+function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number } = {}) {
+  let now = 1_000_000
+  const values: Array<string | Error> = []
+  let calls = 0
+  let gate: Promise<void> | undefined
+  const cache = new SecretCache({
+    maxEntries: 10,
+    maxStaleMs: opts.maxStaleMs ?? 30_000,
+    bustCooldownMs: opts.bustCooldownMs ?? 10_000,
+    refreshAhead: 0.8,
+    logger: pino({ level: 'silent' }),
+    now: () => now,
+    random: () => 0.5, // jitter factor exactly 1.0
+    async fetch() {
+      calls++
+      if (gate) await gate
+      const v = values.length > 1 ? values.shift() : values[0]
+      if (v instanceof Error) throw v
+      return new SecretValue(v ?? 'none')
+    },
+  })
+  return {
+    cache,
+    values,
+    calls: () => calls,
+    advance: (ms: number) => (now += ms),
+    hold() {
+      let release!: () => void
+      gate = new Promise((r) => (release = r))
+      return () => {
+        gate = undefined
+        release()
+      }
+    },
+  }
+}
+
+test('a cold burst of concurrent lookups causes exactly one provider call', async () => {
+  const s = setup()
+  s.values.push('v1')
+  const release = s.hold()
+  const all = Array.from({ length: 500 }, () => s.cache.get(credential()))
+  release()
+  const results = await Promise.all(all)
+  assert.equal(s.calls(), 1)
+  assert.ok(results.every((r) => r.headerValue === 'Bearer v1'))
+})
+
+test('a value is served from the cache until its TTL passes, then fetched again', async () => {
+  const s = setup()
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  assert.equal((await s.cache.get(c)).headerValue, 'Bearer v1')
+  s.advance(30_000)
+  assert.equal((await s.cache.get(c)).headerValue, 'Bearer v1')
+  assert.equal(s.calls(), 1)
+  s.advance(31_000)
+  assert.equal((await s.cache.get(c)).headerValue, 'Bearer v2')
+  assert.equal(s.calls(), 2)
+})
+
+test('an entry in use is refreshed ahead of expiry without making the request wait', async () => {
+  const s = setup()
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(50_000) // past 80 % of the TTL
+  const r = await s.cache.get(c)
+  assert.equal(r.headerValue, 'Bearer v1', 'the current value is returned at once')
+  await new Promise((r) => setImmediate(r))
+  assert.equal(s.calls(), 2, 'a background refresh ran')
+  assert.equal((await s.cache.get(c)).headerValue, 'Bearer v2')
+})
+
+test('when the provider fails the old value is served up to maxStale past expiry, then secret_unavailable', async () => {
+  const s = setup({ maxStaleMs: 30_000 })
+  s.values.push('v1', new ProviderError('provider_unavailable', 'down'))
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(61_000)
+  const stale = await s.cache.get(c)
+  assert.equal(stale.headerValue, 'Bearer v1')
+  assert.equal(stale.stale, true)
+  s.advance(30_000)
+  await assert.rejects(s.cache.get(c), (err: LatchkeyError) => err.code === 'secret_unavailable' && /provider_unavailable/.test(err.message))
+})
+
+test('a bust with a rotated secret returns the new value; concurrent busts share one fetch', async () => {
+  const s = setup()
+  s.values.push('old', 'new')
+  const c = credential()
+  const first = await s.cache.get(c)
+  const busts = await Promise.all(Array.from({ length: 20 }, () => s.cache.bust(c, first.secret)))
+  assert.equal(s.calls(), 2)
+  assert.ok(busts.every((b) => b?.headerValue === 'Bearer new'))
+})
+
+test('a bust that fetches the same value reports no change, and a second bust within the cooldown does not refetch', async () => {
+  const s = setup({ bustCooldownMs: 10_000 })
+  s.values.push('same')
+  const c = credential()
+  const first = await s.cache.get(c)
+  assert.equal(await s.cache.bust(c, first.secret), undefined)
+  assert.equal(s.calls(), 2)
+  const again = await s.cache.get(c)
+  assert.equal(await s.cache.bust(c, again.secret), undefined)
+  assert.equal(s.calls(), 2, 'cooldown holds')
+  s.advance(10_001)
+  const later = await s.cache.get(c)
+  await s.cache.bust(c, later.secret)
+  assert.equal(s.calls(), 3, 'after the cooldown one more refetch is allowed')
+})
+
+test('clear drops one credential or all and reports how many entries went', async () => {
+  const s = setup()
+  s.values.push('v')
+  await s.cache.get(credential('a'))
+  await s.cache.get(credential('b'))
+  assert.equal(s.cache.clear(credential('a')), 1)
+  assert.equal(s.cache.clear(credential('a')), 0)
+  assert.equal(s.cache.clear(), 1)
+  assert.equal(s.cache.size, 0)
+})
+
+test('an unrenderable secret fails with the injector error and is not retried per request', async () => {
+  const s = setup()
+  s.values.push('v')
+  const c = credential()
+  ;(c.injector as { render: (v: string) => string }).render = () => {
+    throw new LatchkeyError('header_value_invalid', 'credential c: rendered header value contains CR, LF or NUL')
+  }
+  await assert.rejects(s.cache.get(c), (e: LatchkeyError) => e.code === 'header_value_invalid')
+  await assert.rejects(s.cache.get(c), (e: LatchkeyError) => e.code === 'header_value_invalid')
+  assert.equal(s.calls(), 1)
+})
