@@ -1,0 +1,273 @@
+/**
+ * Host binding primitives: parse `hosts:` patterns at load, normalise request hosts, and
+ * decide whether a pattern matches a destination. Everything here is pure; the matcher
+ * that precompiles many patterns lives in `credential-matcher.ts`.
+ *
+ * Threat T1 (credential sent to the wrong server) is answered by comparing *normalised*
+ * strings exactly: a host is matched in the form latchkey will connect to, so case, a
+ * trailing dot, Unicode look-alikes of ASCII (IDNA mapping) and odd IPv4 spellings
+ * (`0x7f.1`, `2130706433`) cannot make one destination look like another.
+ */
+
+/** A parsed `hosts:` entry. port: a number (exact), '*' (any port), or 'default' (443 for TLS, 80 for plain). */
+export interface HostPattern {
+  /** The pattern as written in the config (for messages). */
+  source: string
+  /** Normalised host; for a wildcard, the suffix after `*.`. */
+  host: string
+  /** `*.host`: matches any host with at least one more label in front of `host`. */
+  wildcard: boolean
+  port: number | '*' | 'default'
+}
+
+export type ParseResult = { ok: true; pattern: HostPattern } | { ok: false; message: string }
+
+const MAX_LABEL = 63
+const MAX_HOST = 253
+/** Longer input is refused before any parsing work (a Host header is attacker-controlled). */
+const MAX_INPUT = 1024
+
+/** Lowercase-able ASCII host that needs no IDNA, percent or IPv4 processing (checked further below). */
+const FAST_ASCII = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?$/
+/** WHATWG parses a host whose last label looks numeric as IPv4 (`a.1` fails, `0x7f.1` is 127.0.0.1). */
+const NUMERIC_LABEL = /^(?:0x[0-9a-f]*|[0-9]+)$/i
+/** ASCII characters allowed before IDNA processing; any other ASCII byte makes the host invalid. */
+const ALLOWED_ASCII = /^[A-Za-z0-9._-]$/
+/** The only characters a normalised DNS name may hold. */
+const LDH = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/
+const IPV4 = /^(?:\d{1,3}\.){3}\d{1,3}$/
+const PORT_DIGITS = /^[0-9]{1,5}$/
+
+/**
+ * Normalise a host from a request or URL: lowercase, IDNA → ASCII (punycode), one trailing dot dropped,
+ * IPv4 in canonical dotted form (also from odd forms such as 0x7f.1 / 2130706433 as WHATWG URL parses them),
+ * IPv6 compressed and in brackets.
+ * Returns undefined for anything that is not a valid host (empty, spaces, '@', '/', '%', two trailing dots,
+ * empty labels, labels over 63 or names over 253 characters, ...).
+ */
+export function normalizeHost(host: string): string | undefined {
+  if (typeof host !== 'string' || host.length === 0 || host.length > MAX_INPUT) return undefined
+  // Fast path: the common lowercase DNS name needs no URL parse. It must give exactly what the
+  // WHATWG path gives, so anything IPv4-like or punycode goes the slow way.
+  if (FAST_ASCII.test(host)) {
+    const lower = host.toLowerCase()
+    const end = lower.endsWith('.') ? lower.length - 1 : lower.length
+    const lastDot = lower.lastIndexOf('.', end - 1)
+    const last = lower.slice(lastDot + 1, end)
+    if (!NUMERIC_LABEL.test(last) && !lower.includes('xn--')) return checkDnsName(end === lower.length ? lower : lower.slice(0, end))
+  }
+  if (host.charCodeAt(0) === 0x5b /* [ */) return normalizeIpv6(host)
+  if (host.includes(':')) return normalizeIpv6('[' + host + ']')
+  for (let i = 0; i < host.length; i++) {
+    const c = host.charCodeAt(i)
+    // Every ASCII byte outside letters, digits, '.', '-', '_' is refused *before* the URL parser sees it:
+    // the parser would treat '@', '/', '\\', '?', '#' as delimiters, strip tabs and newlines, and
+    // percent-decode (`example.com%2e`), so the host it returns would not be the text we were given.
+    if (c < 0x80 && !ALLOWED_ASCII.test(host[i] as string)) return undefined
+  }
+  let parsed: string
+  try {
+    parsed = new URL(`http://${host}/`).hostname
+  } catch {
+    return undefined
+  }
+  if (parsed.endsWith('.')) parsed = parsed.slice(0, -1)
+  if (IPV4.test(parsed)) return parsed
+  return checkDnsName(parsed)
+}
+
+function checkDnsName(name: string): string | undefined {
+  if (name.length === 0 || name.length > MAX_HOST || !LDH.test(name)) return undefined
+  let start = 0
+  for (;;) {
+    const dot = name.indexOf('.', start)
+    const end = dot === -1 ? name.length : dot
+    if (end - start > MAX_LABEL) return undefined
+    if (dot === -1) return name
+    start = dot + 1
+  }
+}
+
+function normalizeIpv6(bracketed: string): string | undefined {
+  if (!/^\[[0-9A-Fa-f:.]+\]$/.test(bracketed)) return undefined // no zone ids (`%eth0`), no ports
+  try {
+    const h = new URL(`http://${bracketed}/`).hostname
+    return h.startsWith('[') ? h : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Split an authority `host[:port]` / `[v6]:port`; port must be 1-65535 digits only. undefined if malformed. */
+export function splitHostPort(authority: string): { host: string; port: number | undefined } | undefined {
+  if (typeof authority !== 'string' || authority.length === 0 || authority.length > MAX_INPUT) return undefined
+  let host: string
+  let rest: string
+  if (authority.charCodeAt(0) === 0x5b /* [ */) {
+    const close = authority.indexOf(']')
+    if (close === -1) return undefined
+    host = authority.slice(0, close + 1)
+    rest = authority.slice(close + 1)
+    if (rest !== '' && rest.charCodeAt(0) !== 0x3a /* : */) return undefined
+  } else {
+    const colon = authority.indexOf(':')
+    if (colon === -1) return { host: authority, port: undefined }
+    if (authority.indexOf(':', colon + 1) !== -1) return undefined // unbracketed IPv6 is ambiguous with a port
+    host = authority.slice(0, colon)
+    rest = authority.slice(colon)
+  }
+  if (host.length === 0 || host === '[]') return undefined
+  if (rest === '') return { host, port: undefined }
+  const port = parsePort(rest.slice(1))
+  return port === undefined ? undefined : { host, port }
+}
+
+function parsePort(text: string): number | undefined {
+  if (!PORT_DIGITS.test(text)) return undefined
+  const n = Number(text)
+  return n >= 1 && n <= 65535 ? n : undefined
+}
+
+/**
+ * Second-level public suffixes (and shared-hosting domains where anyone can get a subdomain)
+ * that a wildcard may not sit directly on: `*.co.uk` or `*.herokuapp.com` would send the
+ * credential to hosts run by strangers. This is a short, deliberate list, not the full Public
+ * Suffix List; the two-label minimum already refuses every `*.<tld>`.
+ */
+const SHARED_SUFFIXES = new Set([
+  'co.uk', 'org.uk', 'me.uk', 'ltd.uk', 'plc.uk', 'net.uk', 'ac.uk', 'gov.uk', 'sch.uk',
+  'com.au', 'net.au', 'org.au', 'edu.au', 'gov.au', 'co.nz', 'org.nz', 'net.nz',
+  'co.jp', 'ne.jp', 'or.jp', 'ac.jp', 'go.jp', 'co.kr', 'or.kr', 'co.in', 'net.in', 'org.in', 'firm.in', 'gen.in', 'ind.in',
+  'co.za', 'org.za', 'com.br', 'net.br', 'org.br', 'com.cn', 'net.cn', 'org.cn', 'com.mx', 'com.ar', 'com.tr', 'com.tw',
+  'com.hk', 'com.sg', 'com.my', 'co.id', 'co.il', 'com.pl', 'com.ua', 'co.at', 'or.at', 'com.es', 'com.pt', 'eu.org',
+  'amazonaws.com', 's3.amazonaws.com', 'compute.amazonaws.com', 'elb.amazonaws.com', 'cloudfront.net', 'awsapps.com',
+  'blob.core.windows.net', 'azurewebsites.net', 'cloudapp.net', 'azurestaticapps.net', 'azure-api.net', 'azureedge.net', 'trafficmanager.net',
+  'appspot.com', 'run.app', 'web.app', 'firebaseapp.com', 'cloudfunctions.net', 'storage.googleapis.com', 'googleusercontent.com',
+  'herokuapp.com', 'herokussl.com', 'github.io', 'githubusercontent.com', 'gitlab.io', 'netlify.app', 'vercel.app', 'now.sh',
+  'pages.dev', 'workers.dev', 'fly.dev', 'onrender.com', 'ngrok.io', 'ngrok-free.app', 'ngrok.app', 'glitch.me', 'repl.co',
+  'blogspot.com', 'wordpress.com', 'myshopify.com', 'digitaloceanspaces.com', 'ondigitalocean.app', 'r2.dev', 'nip.io', 'sslip.io',
+])
+
+/** Why a string is not a host pattern, for anything that looks like a URL instead. */
+function urlShapeProblem(input: string): string | undefined {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(input)) {
+    return 'a host pattern has no scheme: write the host (and optional :port), e.g. example.com or example.com:8443; TLS is chosen per connection'
+  }
+  if (input.includes('@')) return 'userinfo (user@ or user:pass@) is not allowed in a host pattern; the credential itself is what latchkey injects'
+  if (input.includes('/') || input.includes('\\')) return 'a host pattern has no path: a credential is bound to a whole host:port, e.g. example.com'
+  if (input.includes('?')) return 'a host pattern has no query string'
+  if (input.includes('#')) return 'a host pattern has no fragment'
+  if (input.includes('%')) return 'percent-encoding is not allowed in a host pattern; write the host name itself (Unicode names are converted to punycode)'
+  if (/\s/.test(input)) return 'a host pattern must not contain spaces'
+  return undefined
+}
+
+/** Parse one `hosts:` entry; the message says why a pattern is refused. */
+export function parseHostPattern(input: string): ParseResult {
+  if (typeof input !== 'string' || input.length === 0) return fail('empty host pattern')
+  if (input.length > MAX_INPUT) return fail(`host pattern is longer than ${MAX_INPUT} characters`)
+  const shape = urlShapeProblem(input)
+  if (shape) return fail(shape)
+
+  // host / port split; IPv6 needs brackets so its colons are not read as a port.
+  let hostText = input
+  let port: HostPattern['port'] = 'default'
+  if (input.startsWith('[')) {
+    const close = input.indexOf(']')
+    if (close === -1) return fail('unterminated IPv6 literal: expected [addr] or [addr]:port')
+    hostText = input.slice(0, close + 1)
+    const rest = input.slice(close + 1)
+    if (rest !== '') {
+      if (!rest.startsWith(':')) return fail('after an IPv6 literal only :port may follow, e.g. [::1]:8443')
+      const p = patternPort(rest.slice(1))
+      if (typeof p === 'object') return p
+      port = p
+    }
+  } else {
+    const colon = input.indexOf(':')
+    if (colon !== -1) {
+      if (input.indexOf(':', colon + 1) !== -1) return fail('IPv6 literals must be written in brackets, e.g. [::1] or [::1]:8443')
+      hostText = input.slice(0, colon)
+      const p = patternPort(input.slice(colon + 1))
+      if (typeof p === 'object') return p
+      port = p
+    }
+  }
+  if (hostText.length === 0) return fail('host pattern has a port but no host')
+
+  if (hostText.includes('*')) {
+    if (hostText === '*' || hostText === '*.') return fail('a bare * would match every host; list the hosts, or use *.example.com for the subdomains of one domain')
+    if (!hostText.startsWith('*.') || hostText.indexOf('*', 1) !== -1) {
+      return fail(`wildcards are allowed only as the whole leftmost label (*.example.com); ${JSON.stringify(hostText)} has a * elsewhere`)
+    }
+    const suffixText = hostText.slice(2)
+    if (suffixText.startsWith('[') || suffixText.includes(':')) return fail('wildcards cannot be used with IP addresses')
+    const suffix = normalizeHost(suffixText)
+    if (suffix === undefined) return fail(`${JSON.stringify(suffixText)} after *. is not a valid host name`)
+    if (IPV4.test(suffix) || IPV4.test(suffixText.replace(/\.$/, ''))) return fail('wildcards cannot be used with IP addresses')
+    const labels = suffix.split('.').length
+    if (labels < 2) {
+      return fail(`*.${suffix} is too broad: it would match every host under ${JSON.stringify(suffix)}; a wildcard needs at least two labels after it (*.example.com)`)
+    }
+    if (SHARED_SUFFIXES.has(suffix)) {
+      return fail(`*.${suffix} is too broad: ${suffix} is a public or shared-hosting suffix where anyone can register a name; bind the credential to your own names under it`)
+    }
+    return { ok: true, pattern: { source: input, host: suffix, wildcard: true, port } }
+  }
+
+  const host = normalizeHost(hostText)
+  if (host === undefined) return fail(`${JSON.stringify(hostText)} is not a valid host name or IP address`)
+  return { ok: true, pattern: { source: input, host, wildcard: false, port } }
+}
+
+function patternPort(text: string): number | '*' | { ok: false; message: string } {
+  if (text === '*') return '*'
+  if (text === '') return fail('empty port after ":"; write host:8443, host:* or no port at all (443 for TLS, 80 for plain)')
+  const p = parsePort(text)
+  return p ?? fail(`port ${JSON.stringify(text)} must be a number from 1 to 65535, or *`)
+}
+
+function fail(message: string): { ok: false; message: string } {
+  return { ok: false, message }
+}
+
+/** Whether a pattern's port part admits this connection. */
+function portMatches(p: HostPattern['port'], port: number, tls: boolean): boolean {
+  if (p === '*') return true
+  if (p === 'default') return port === (tls ? 443 : 80)
+  return p === port
+}
+
+/** Whether `host` is a strict subdomain of `suffix` (at least one more label), without allocating. */
+export function isStrictSubdomain(host: string, suffix: string): boolean {
+  const cut = host.length - suffix.length - 1
+  return cut > 0 && host.charCodeAt(cut) === 0x2e /* . */ && host.endsWith(suffix)
+}
+
+/** `host` must already be normalised (normalizeHost). */
+export function patternMatches(p: HostPattern, host: string, port: number, tls: boolean): boolean {
+  if (!portMatches(p.port, port, tls)) return false
+  return p.wildcard ? isStrictSubdomain(host, p.host) : host === p.host
+}
+
+/** True when some host:port (under TLS or plain) could match both patterns. */
+export function patternsOverlap(a: HostPattern, b: HostPattern): boolean {
+  return portsOverlap(a.port, b.port) && hostsOverlap(a, b)
+}
+
+function portsOverlap(a: HostPattern['port'], b: HostPattern['port']): boolean {
+  if (a === '*' || b === '*') return true
+  if (a === 'default' && b === 'default') return true
+  // 'default' admits 443 under TLS and 80 under plain; an exact port admits itself under both.
+  if (a === 'default') return b === 443 || b === 80
+  if (b === 'default') return a === 443 || a === 80
+  return a === b
+}
+
+function hostsOverlap(a: HostPattern, b: HostPattern): boolean {
+  if (!a.wildcard && !b.wildcard) return a.host === b.host
+  if (a.wildcard && !b.wildcard) return isStrictSubdomain(b.host, a.host)
+  if (!a.wildcard && b.wildcard) return isStrictSubdomain(a.host, b.host)
+  // Two wildcards share hosts when one suffix equals or lies under the other.
+  return a.host === b.host || isStrictSubdomain(a.host, b.host) || isStrictSubdomain(b.host, a.host)
+}
