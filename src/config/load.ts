@@ -96,7 +96,12 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
   const interpolated = interpolate(rawInput, opts.env, opts.baseDir, issues)
   const parsed = configSchema.safeParse(interpolated)
   if (!parsed.success) {
-    for (const i of parsed.error.issues) issues.push({ path: formatPath(i.path), message: i.message })
+    // A value whose ${...} could not be resolved is reported once, for the substitution.
+    const unresolved = new Set(issues.map((i) => i.path))
+    for (const i of parsed.error.issues) {
+      const at = formatPath(i.path)
+      if (!unresolved.has(at)) issues.push({ path: at, message: i.message })
+    }
     return { ok: false, issues: dedupe(issues) }
   }
   const raw = parsed.data

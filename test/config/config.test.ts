@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict'
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, test } from 'node:test'
+import { configFromEnv } from '../../src/config/env-mode.ts'
+import { loadConfigFile, parseConfigText, validateConfig } from '../../src/config/load.ts'
+import { parseDuration } from '../../src/config/duration.ts'
+
+let dir: string
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'latchkey-config-'))
+})
+after(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+const opts = () => ({ env: {}, baseDir: dir })
+const minimal = {
+  providers: { dev: { type: 'env' } },
+  credentials: { api: { provider: 'dev', ref: 'API_TOKEN', hosts: ['api.example.com'], inject: { type: 'bearer' } } },
+}
+
+test('a minimal config gets the documented defaults and is frozen', () => {
+  const r = validateConfig(minimal, opts())
+  assert.ok(r.ok)
+  assert.deepEqual(r.config.listen, { host: '127.0.0.1', port: 8181 })
+  assert.deepEqual(r.config.admin.listen, { host: '127.0.0.1', port: 8182 })
+  assert.equal(r.config.cache.ttl, 300_000)
+  assert.equal(r.config.cache.maxStale, 900_000)
+  assert.equal(r.config.cache.bustCooldown, 10_000)
+  assert.equal(r.config.upstream.retryBodyLimit, 65_536)
+  assert.equal(r.config.egress, 'deny')
+  assert.equal(r.config.log.level, 'info')
+  assert.ok(Object.isFrozen(r.config) && Object.isFrozen(r.config.credentials.api))
+})
+
+test('every problem in one config is reported with its path in a single run', () => {
+  const r = parseConfigText(
+    `
+listen: nonsense
+cache: { ttl: 5 minutes, maxEntries: -1 }
+egress: maybe
+surprise: true
+providers:
+  dev: { type: env }
+  cloud: { type: nimbus }
+credentials:
+  a: { provider: dev, ref: A, hosts: [], inject: { type: bearer } }
+  b: { provider: nope, ref: B, hosts: ["mlflow-*.example.com"], inject: { type: bearer } }
+  c: { provider: dev, ref: C, hosts: ["*"], inject: { type: magic } }
+`,
+    opts(),
+  )
+  assert.equal(r.ok, false)
+  const paths = r.ok ? [] : r.issues.map((i) => i.path)
+  for (const p of ['listen', 'cache.ttl', 'cache.maxEntries', 'egress', 'credentials.a.hosts', 'credentials.c.inject.type']) {
+    assert.ok(paths.includes(p), `reports ${p} (got ${paths.join(', ')})`)
+  }
+  assert.ok(!r.ok && r.issues.some((i) => /surprise/.test(i.message) || i.path === 'surprise'), 'unknown top-level keys are errors')
+})
+
+test('cross-field problems are all reported: unknown provider type, missing provider, bad wildcard', () => {
+  const r = validateConfig(
+    {
+      providers: { dev: { type: 'env' }, cloud: { type: 'nimbus' } },
+      credentials: {
+        b: { provider: 'nope', ref: 'B', hosts: ['mlflow-*.example.com'], inject: { type: 'bearer' } },
+        c: { provider: 'dev', ref: 'C', hosts: ['*'], inject: { type: 'bearer' } },
+      },
+    },
+    opts(),
+  )
+  assert.equal(r.ok, false)
+  const byPath = new Map(r.ok ? [] : r.issues.map((i) => [i.path, i.message]))
+  assert.match(byPath.get('providers.cloud.type') ?? '', /unknown provider type "nimbus"/)
+  assert.match(byPath.get('credentials.b.provider') ?? '', /no provider named "nope"/)
+  assert.ok(byPath.has('credentials.b.hosts[0]'))
+  assert.ok(byPath.has('credentials.c.hosts[0]'))
+})
+
+test('two credentials whose patterns can match the same destination are a config error', () => {
+  const r = validateConfig(
+    {
+      providers: { dev: { type: 'env' } },
+      credentials: {
+        one: { provider: 'dev', ref: 'A', hosts: ['*.example.com'], inject: { type: 'bearer' } },
+        two: { provider: 'dev', ref: 'B', hosts: ['api.example.com'], inject: { type: 'bearer' } },
+      },
+    },
+    opts(),
+  )
+  assert.equal(r.ok, false)
+  assert.ok(!r.ok && r.issues.some((i) => /same host:port/.test(i.message)))
+})
+
+test('a credential bound to a plain-http route is refused unless it says insecure: true', () => {
+  const raw = {
+    providers: { dev: { type: 'env' } },
+    credentials: { api: { provider: 'dev', ref: 'A', hosts: ['127.0.0.1:9000'], inject: { type: 'bearer' } } },
+    routes: { api: { upstream: 'http://127.0.0.1:9000' } },
+  }
+  const refused = validateConfig(raw, opts())
+  assert.equal(refused.ok, false)
+  assert.ok(!refused.ok && refused.issues.some((i) => i.path === 'routes.api.upstream' && /insecure: true/.test(i.message)))
+  const allowed = validateConfig({ ...raw, credentials: { api: { ...raw.credentials.api, insecure: true } } }, opts())
+  assert.ok(allowed.ok)
+  assert.ok(allowed.config.warnings.some((w) => /insecure/.test(w)), 'the loader warns about insecure credentials')
+})
+
+test('route upstreams with userinfo, query or a non-http scheme are refused', () => {
+  const r = validateConfig({ routes: { a: { upstream: 'https://u:p@x.example' }, b: { upstream: 'https://x.example/?q=1' }, c: { upstream: 'ftp://x.example' }, d: { upstream: 'not a url' } } }, opts())
+  assert.equal(r.ok, false)
+  assert.deepEqual(r.ok ? [] : r.issues.map((i) => i.path).sort(), ['routes.a.upstream', 'routes.b.upstream', 'routes.c.upstream', 'routes.d.upstream'])
+})
+
+test('${env:NAME} and ${file:PATH} are substituted, and an unset variable or missing file is reported with its path', async () => {
+  await writeFile(path.join(dir, 'admin-token'), 'file-admin-token-0123456789\n')
+  const good = validateConfig({ ...minimal, admin: { token: '${file:admin-token}' }, listen: '${env:LISTEN}' }, { env: { LISTEN: '127.0.0.1:9999' }, baseDir: dir })
+  assert.ok(good.ok)
+  assert.equal(good.config.admin.token, 'file-admin-token-0123456789')
+  assert.equal(good.config.listen.port, 9999)
+  const bad = validateConfig({ ...minimal, admin: { token: '${file:nope}' }, listen: '${env:UNSET}' }, opts())
+  assert.equal(bad.ok, false)
+  assert.deepEqual(bad.ok ? [] : bad.issues.map((i) => i.path).sort(), ['admin.token', 'listen'].sort())
+})
+
+test('the admin token file is read at load and a world-readable one is warned about', async () => {
+  const file = path.join(dir, 'token')
+  await writeFile(file, 'a-long-enough-admin-token\n')
+  await chmod(file, 0o644)
+  const r = validateConfig({ ...minimal, admin: { tokenFile: 'token' } }, opts())
+  assert.ok(r.ok)
+  assert.equal(r.config.admin.token, 'a-long-enough-admin-token')
+  assert.ok(r.config.warnings.some((w) => /world-readable/.test(w)))
+})
+
+test('durations accept ms, s, m, h and plain seconds, and reject anything else', () => {
+  assert.equal(parseDuration('500ms'), 500)
+  assert.equal(parseDuration('30s'), 30_000)
+  assert.equal(parseDuration('5m'), 300_000)
+  assert.equal(parseDuration('1h'), 3_600_000)
+  assert.equal(parseDuration(45), 45_000)
+  assert.equal(parseDuration('45'), 45_000)
+  assert.equal(parseDuration('5 minutes'), undefined)
+  assert.equal(parseDuration('-1s'), undefined)
+})
+
+test('YAML syntax errors and JSON configs are both handled', async () => {
+  const bad = parseConfigText('listen: [unclosed', opts())
+  assert.equal(bad.ok, false)
+  await writeFile(path.join(dir, 'c.json'), JSON.stringify(minimal))
+  assert.ok(loadConfigFile(path.join(dir, 'c.json'), {}).ok)
+  assert.equal(loadConfigFile(path.join(dir, 'missing.yaml'), {}).ok, false)
+})
+
+test('env-only mode builds one credential from LATCHKEY_* variables and refuses an empty allowlist', () => {
+  const r = configFromEnv({ LATCHKEY_ALLOWED_HOSTS: 'api.example.com, *.svc.example.com', LATCHKEY_SECRET: 'TOKEN', LATCHKEY_AUTH: 'header:X-Api-Key', LATCHKEY_TTL: '30s', LATCHKEY_LISTEN: '127.0.0.1:0' }, dir)
+  assert.ok(r.ok)
+  const c = r.config.credentials.default
+  assert.equal(c?.injector.headerName, 'x-api-key')
+  assert.equal(c?.ttlMs, 30_000)
+  assert.deepEqual(c?.patterns.map((p) => p.source), ['api.example.com', '*.svc.example.com'])
+  const empty = configFromEnv({ LATCHKEY_ALLOWED_HOSTS: ' , ', LATCHKEY_SECRET: 'T' }, dir)
+  assert.equal(empty.ok, false)
+  assert.ok(!empty.ok && empty.issues[0]?.path === 'LATCHKEY_ALLOWED_HOSTS')
+  const badAuth = configFromEnv({ LATCHKEY_ALLOWED_HOSTS: 'a.example.com', LATCHKEY_SECRET: 'T', LATCHKEY_AUTH: 'digest', LATCHKEY_TTL: 'soon' }, dir)
+  assert.equal(badAuth.ok, false)
+  assert.ok(!badAuth.ok && badAuth.issues.some((i) => i.path === 'LATCHKEY_AUTH'))
+})
