@@ -1,0 +1,162 @@
+/**
+ * `npm run bench`: measures, in one run, requests/s and p50/p99 latency at fixed
+ * concurrency for direct-to-upstream (the baseline), a reverse route and the forward
+ * proxy through a latchkey daemon running as a child process via the real bin; then a
+ * micro-benchmark of the cache-hit injection path. Prints tables with ratios to the
+ * baseline. Everything runs on 127.0.0.1.
+ *
+ * Options (env): BENCH_DURATION_MS (default 5000), BENCH_CONCURRENCY (default 32).
+ */
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Writable } from 'node:stream'
+import { getter, pool, proxyAgent, runLoad, type LoadResult } from './load.ts'
+import { createBroker } from '../src/daemon.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000)
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32)
+
+async function startUpstream(): Promise<{ server: http.Server; port: number }> {
+  const body = Buffer.from(JSON.stringify({ ok: true, pad: 'x'.repeat(200) }))
+  const server = http.createServer((req, res) => {
+    req.resume()
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
+    res.end(body)
+  })
+  server.keepAliveTimeout = 60_000
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  return { server, port: (server.address() as AddressInfo).port }
+}
+
+async function startLatchkey(dir: string, upstreamPort: number): Promise<{ proxyUrl: string; stop: () => Promise<void> }> {
+  const config = {
+    listen: '127.0.0.1:0',
+    admin: { listen: '127.0.0.1:0' },
+    log: { level: 'warn' },
+    providers: { dev: { type: 'env' } },
+    credentials: { bench: { provider: 'dev', ref: 'BENCH_TOKEN', hosts: [`127.0.0.1:${upstreamPort}`], inject: { type: 'bearer' }, insecure: true } },
+    routes: { up: { upstream: `http://127.0.0.1:${upstreamPort}` } },
+  }
+  const file = path.join(dir, 'latchkey.json')
+  await writeFile(file, JSON.stringify(config))
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'latchkey.js'), 'run', '-c', file], {
+    env: { PATH: process.env.PATH, BENCH_TOKEN: 'bench-token-value-0123456789' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const proxyUrl = await new Promise<string>((resolve, reject) => {
+    let buf = ''
+    const timer = setTimeout(() => reject(new Error('latchkey did not start within 15 s')), 15_000)
+    child.stdout.on('data', (c: Buffer) => {
+      buf += c.toString()
+      for (const line of buf.split('\n')) {
+        if (!line.includes('"listening"')) continue
+        try {
+          const rec = JSON.parse(line) as { proxy?: string }
+          if (rec.proxy) {
+            clearTimeout(timer)
+            resolve(rec.proxy)
+          }
+        } catch {
+          // partial line
+        }
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`latchkey exited with ${code}`)))
+  })
+  child.stdout.resume()
+  return {
+    proxyUrl,
+    stop: () =>
+      new Promise((r) => {
+        child.once('exit', () => r())
+        child.kill('SIGTERM')
+      }),
+  }
+}
+
+async function microInjection(): Promise<{ name: string; nsPerOp: number; ops: number }[]> {
+  const sink = new Writable({ write: (_c, _e, cb) => cb() })
+  const broker = createBroker({
+    config: {
+      log: { level: 'silent' },
+      providers: { dev: { type: 'env' } },
+      credentials: { micro: { provider: 'dev', ref: 'T', hosts: ['api.example.com', '*.svc.example.com'], inject: { type: 'bearer' } } },
+    },
+    env: { T: 'micro-token-0123456789' },
+    logStream: sink,
+    processMetrics: false,
+  })
+  const cred = broker.config.credentials.micro!
+  await broker.cache.get(cred)
+  const results: { name: string; nsPerOp: number; ops: number }[] = []
+  const measure = async (name: string, fn: () => unknown, ops: number) => {
+    for (let i = 0; i < 10_000; i++) await fn() // warm-up
+    const t = process.hrtime.bigint()
+    for (let i = 0; i < ops; i++) await fn()
+    results.push({ name, nsPerOp: Number(process.hrtime.bigint() - t) / ops, ops })
+  }
+  await measure('match host (memoised)', () => broker.resolver.match('a.svc.example.com', 443, true), 500_000)
+  await measure('cache hit → header value', () => broker.cache.get(cred), 500_000)
+  await measure('match + cache hit (injection path)', async () => {
+    const c = broker.resolver.match('api.example.com', 443, true)
+    if (c) await broker.cache.get(c)
+  }, 500_000)
+  return results
+}
+
+function table(rows: LoadResult[], baseline: LoadResult): string {
+  const head = '| path | requests | errors | req/s | ratio to direct | p50 ms | p99 ms | p50 added ms |\n|---|---:|---:|---:|---:|---:|---:|---:|'
+  const lines = rows.map(
+    (r) =>
+      `| ${r.name} | ${r.requests} | ${r.errors} | ${r.rps.toFixed(0)} | ${(r.rps / baseline.rps).toFixed(2)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${(r.p50ms - baseline.p50ms).toFixed(2)} |`,
+  )
+  return [head, ...lines].join('\n')
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'latchkey-bench-'))
+  const up = await startUpstream()
+  const lk = await startLatchkey(dir, up.port)
+  const origin = `http://127.0.0.1:${up.port}`
+  const opts = { durationMs: DURATION, concurrency: CONCURRENCY }
+  try {
+    // Warm every path once so connection set-up is not measured.
+    const direct = pool(origin, CONCURRENCY)
+    const route = pool(lk.proxyUrl, CONCURRENCY)
+    const forward = proxyAgent(lk.proxyUrl, CONCURRENCY)
+    await runLoad('warm', getter(direct, origin, '/'), { durationMs: 500, concurrency: CONCURRENCY })
+    await runLoad('warm', getter(route, lk.proxyUrl, '/up/'), { durationMs: 500, concurrency: CONCURRENCY })
+    await runLoad('warm', getter(forward, origin, '/'), { durationMs: 500, concurrency: CONCURRENCY })
+    const baseline = await runLoad('direct to upstream (baseline)', getter(direct, origin, '/'), opts)
+    const viaRoute = await runLoad('latchkey reverse route', getter(route, lk.proxyUrl, '/up/'), opts)
+    const viaForward = await runLoad('latchkey forward proxy', getter(forward, origin, '/'), opts)
+    const rows = [baseline, viaRoute, viaForward]
+    let interceptRows = ''
+    try {
+      const mod = (await import('./intercept.ts')) as { benchIntercept?: (o: { durationMs: number; concurrency: number }) => Promise<Array<{ name: string; rps: number; p50ms: number; p99ms: number }>> }
+      if (mod.benchIntercept) {
+        const r = await mod.benchIntercept(opts)
+        interceptRows = '\n\nHTTPS through latchkey (its own upstream, ratios to its plain forward proxy row):\n' + r.map((x) => `- ${x.name}: ${x.rps.toFixed(0)} req/s, p50 ${x.p50ms.toFixed(2)} ms, p99 ${x.p99ms.toFixed(2)} ms`).join('\n')
+      }
+    } catch (err) {
+      interceptRows = `\n\n(interception bench not run: ${(err as Error).message})`
+    }
+    await Promise.all([direct.close(), route.close(), forward.close()])
+    const micro = await microInjection()
+    process.stdout.write(`\nlatchkey bench — ${DURATION} ms per row, concurrency ${CONCURRENCY}, Node ${process.version}, 127.0.0.1\n\n`)
+    process.stdout.write(table(rows, baseline) + interceptRows + '\n\n')
+    process.stdout.write('| micro-benchmark (in-process) | ns/op | ops |\n|---|---:|---:|\n' + micro.map((m) => `| ${m.name} | ${m.nsPerOp.toFixed(0)} | ${m.ops} |`).join('\n') + '\n')
+  } finally {
+    await lk.stop()
+    up.server.close()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+await main()
