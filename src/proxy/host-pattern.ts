@@ -168,6 +168,7 @@ export function parseHostPattern(input: string): ParseResult {
   if (input.length > MAX_INPUT) return fail(`host pattern is longer than ${MAX_INPUT} characters`)
   const shape = urlShapeProblem(input)
   if (shape) return fail(shape)
+  if (input.startsWith('*.[')) return fail('wildcards cannot be used with IP addresses')
 
   // host / port split; IPv6 needs brackets so its colons are not read as a port.
   let hostText = input
