@@ -271,6 +271,14 @@ describe('CredentialMatcher', () => {
     assert.equal(matcher.match('h1.search.example.com', 443, false), undefined)
   })
 
+  it('stays correct when one host is asked about more ports than its memo row holds', () => {
+    const m = new CredentialMatcher([entry('w', 'warehouse.example.com:8443')])
+    for (let port = 1; port <= 200; port++) {
+      for (const tls of [true, false]) assert.equal(m.match('warehouse.example.com', port, tls)?.name, port === 8443 ? 'w' : undefined)
+    }
+    assert.equal(m.match('warehouse.example.com', 8443, false)?.name, 'w')
+  })
+
   it('matches nothing when built with no entries (default deny)', () => {
     assert.equal(new CredentialMatcher([]).match('example.com', 443, true), undefined)
   })

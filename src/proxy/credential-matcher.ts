@@ -15,20 +15,23 @@ interface Slot<T> {
 /** lru-cache cannot hold `undefined`; a miss is memoised as this marker. */
 const NO_MATCH = Symbol('no-match')
 
-/** Distinct host:port:tls keys remembered; request hosts are attacker-chosen, so the memo is bounded. */
+/** Distinct hosts remembered; request hosts are attacker-chosen, so the memo is bounded. */
 const MEMO_MAX = 10_000
+/** Distinct port:tls answers remembered per host before that host's row is reset (ports are attacker-chosen too). */
+const PORTS_PER_HOST = 64
 
 /**
  * Host → credential, precompiled at start. Exact hosts sit in a Map, wildcard suffixes in a
  * Map by suffix, so a lookup costs one Map probe per label of the host; results are memoised
- * per `host:port:tls`. Exact patterns win over wildcards, and a longer wildcard suffix over a
+ * per host, then per port and TLS. Exact patterns win over wildcards, and a longer wildcard suffix over a
  * shorter one, so the answer is deterministic even for a matcher built without the load-time
  * overlap check (`findOverlaps`).
  */
 export class CredentialMatcher<T> {
   readonly #exact = new Map<string, Slot<T>[]>()
   readonly #wildcard = new Map<string, Slot<T>[]>()
-  readonly #memo = new LRUCache<string, MatcherEntry<T> | typeof NO_MATCH>({ max: MEMO_MAX })
+  /** host → (port * 2 + tls) → answer. Keyed by the host string itself so a hit builds no key string. */
+  readonly #memo = new LRUCache<string, Map<number, MatcherEntry<T> | typeof NO_MATCH>>({ max: MEMO_MAX })
 
   constructor(entries: readonly MatcherEntry<T>[]) {
     for (const entry of entries) {
@@ -43,11 +46,14 @@ export class CredentialMatcher<T> {
 
   /** The entry whose pattern admits this destination. `host` must already be normalised. */
   match(host: string, port: number, tls: boolean): MatcherEntry<T> | undefined {
-    const key = `${host}:${port}:${tls ? 's' : 'p'}`
-    const memo = this.#memo.get(key)
+    const key = port * 2 + (tls ? 1 : 0)
+    let row = this.#memo.get(host)
+    const memo = row?.get(key)
     if (memo !== undefined) return memo === NO_MATCH ? undefined : memo
     const found = this.#lookup(host, port, tls)
-    this.#memo.set(key, found ?? NO_MATCH)
+    if (row === undefined) this.#memo.set(host, (row = new Map()))
+    else if (row.size >= PORTS_PER_HOST) row.clear()
+    row.set(key, found ?? NO_MATCH)
     return found
   }
 

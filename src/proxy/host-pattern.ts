@@ -27,10 +27,6 @@ const MAX_HOST = 253
 /** Longer input is refused before any parsing work (a Host header is attacker-controlled). */
 const MAX_INPUT = 1024
 
-/** Lowercase-able ASCII host that needs no IDNA, percent or IPv4 processing (checked further below). */
-const FAST_ASCII = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?$/
-/** WHATWG parses a host whose last label looks numeric as IPv4 (`a.1` fails, `0x7f.1` is 127.0.0.1). */
-const NUMERIC_LABEL = /^(?:0x[0-9a-f]*|[0-9]+)$/i
 /** ASCII characters allowed before IDNA processing; any other ASCII byte makes the host invalid. */
 const ALLOWED_ASCII = /^[A-Za-z0-9._-]$/
 /** The only characters a normalised DNS name may hold. */
@@ -47,15 +43,9 @@ const PORT_DIGITS = /^[0-9]{1,5}$/
  */
 export function normalizeHost(host: string): string | undefined {
   if (typeof host !== 'string' || host.length === 0 || host.length > MAX_INPUT) return undefined
-  // Fast path: the common lowercase DNS name needs no URL parse. It must give exactly what the
-  // WHATWG path gives, so anything IPv4-like or punycode goes the slow way.
-  if (FAST_ASCII.test(host)) {
-    const lower = host.toLowerCase()
-    const end = lower.endsWith('.') ? lower.length - 1 : lower.length
-    const lastDot = lower.lastIndexOf('.', end - 1)
-    const last = lower.slice(lastDot + 1, end)
-    if (!NUMERIC_LABEL.test(last) && !lower.includes('xn--')) return checkDnsName(end === lower.length ? lower : lower.slice(0, end))
-  }
+  const fast = fastDnsName(host)
+  if (fast !== SLOW) return fast
+  if (isCanonicalIpv4(host)) return host
   if (host.charCodeAt(0) === 0x5b /* [ */) return normalizeIpv6(host)
   if (host.includes(':')) return normalizeIpv6('[' + host + ']')
   for (let i = 0; i < host.length; i++) {
@@ -74,6 +64,61 @@ export function normalizeHost(host: string): string | undefined {
   if (parsed.endsWith('.')) parsed = parsed.slice(0, -1)
   if (IPV4.test(parsed)) return parsed
   return checkDnsName(parsed)
+}
+
+const SLOW = Symbol('slow')
+
+/**
+ * One scan for the common case, a plain ASCII DNS name: letters, digits, '-', '_', non-empty
+ * labels, at most one trailing dot. It must give exactly what the WHATWG path gives (a
+ * property test checks this), so anything IPv4-like (numeric last label) or punycode (`xn--`)
+ * is left to the slow path. Allocates only when it lowercases or drops the trailing dot.
+ */
+function fastDnsName(host: string): string | undefined | typeof SLOW {
+  const len = host.length
+  const end = host.charCodeAt(len - 1) === 0x2e /* . */ ? len - 1 : len
+  let labelStart = 0
+  let upper = false
+  for (let i = 0; i <= end; i++) {
+    const c = i === end ? 0x2e : host.charCodeAt(i)
+    if (c === 0x2e) {
+      const labelLen = i - labelStart
+      if (labelLen === 0) return SLOW
+      if (labelLen > MAX_LABEL) return undefined
+      labelStart = i + 1
+      continue
+    }
+    if (i === labelStart && (c === 0x78 || c === 0x58) /* x */ && i + 3 < end && host.charCodeAt(i + 2) === 0x2d && host.charCodeAt(i + 3) === 0x2d) {
+      return SLOW // possibly xn--
+    }
+    if ((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f) continue
+    if (c >= 0x41 && c <= 0x5a) {
+      upper = true
+      continue
+    }
+    return SLOW
+  }
+  if (end > MAX_HOST) return undefined
+  // The last label decides whether WHATWG reads the host as IPv4: all digits, or 0x + hex.
+  const lastStart = host.lastIndexOf('.', end - 1) + 1
+  let numeric = true
+  const hex = end - lastStart >= 2 && host.charCodeAt(lastStart) === 0x30 && (host.charCodeAt(lastStart + 1) | 0x20) === 0x78
+  for (let i = hex ? lastStart + 2 : lastStart; i < end && numeric; i++) {
+    const c = host.charCodeAt(i) | 0x20
+    numeric = (c >= 0x30 && c <= 0x39) || (hex && c >= 0x61 && c <= 0x66)
+  }
+  if (numeric) return SLOW
+  const trimmed = end === len ? host : host.slice(0, end)
+  return upper ? trimmed.toLowerCase() : trimmed
+}
+
+/** Dotted decimal with no leading zeros and every part ≤ 255: already what WHATWG would print. */
+function isCanonicalIpv4(host: string): boolean {
+  if (!IPV4.test(host)) return false
+  for (const part of host.split('.')) {
+    if ((part.length > 1 && part.charCodeAt(0) === 0x30) || Number(part) > 255) return false
+  }
+  return true
 }
 
 function checkDnsName(name: string): string | undefined {
