@@ -33,6 +33,8 @@ const ALLOWED_ASCII = /^[A-Za-z0-9._-]$/
 const LDH = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/
 const IPV4 = /^(?:\d{1,3}\.){3}\d{1,3}$/
 const PORT_DIGITS = /^[0-9]{1,5}$/
+/** The fast path's answer when it cannot decide: take the WHATWG path. */
+const SLOW = Symbol('slow')
 
 /**
  * Normalise a host from a request or URL: lowercase, IDNA → ASCII (punycode), one trailing dot dropped,
@@ -65,8 +67,6 @@ export function normalizeHost(host: string): string | undefined {
   if (IPV4.test(parsed)) return parsed
   return checkDnsName(parsed)
 }
-
-const SLOW = Symbol('slow')
 
 /**
  * One scan for the common case, a plain ASCII DNS name: letters, digits, '-', '_', non-empty
@@ -250,7 +250,7 @@ export function parseHostPattern(input: string): ParseResult {
     if (suffixText.startsWith('[') || suffixText.includes(':')) return fail('wildcards cannot be used with IP addresses')
     const suffix = normalizeHost(suffixText)
     if (suffix === undefined) return fail(`${JSON.stringify(suffixText)} after *. is not a valid host name`)
-    if (IPV4.test(suffix) || IPV4.test(suffixText.replace(/\.$/, ''))) return fail('wildcards cannot be used with IP addresses')
+    if (IPV4.test(suffix)) return fail('wildcards cannot be used with IP addresses')
     const labels = suffix.split('.').length
     if (labels < 2) {
       return fail(`*.${suffix} is too broad: it would match every host under ${JSON.stringify(suffix)}; a wildcard needs at least two labels after it (*.example.com)`)
