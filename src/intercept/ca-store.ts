@@ -1,0 +1,213 @@
+import { randomBytes, X509Certificate } from 'node:crypto'
+import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { getCACertificates } from 'node:tls'
+import { ConfigError } from '../errors.ts'
+import { CertificateAuthority } from './certificate-authority.ts'
+
+/** Lifetime of a CA latchkey generates itself. Short enough that a leaked caDir ages out. */
+const GENERATED_CA_LIFETIME_MS = 2 * 365 * 86_400_000
+/** Warn when the CA has less than this left. */
+const EXPIRY_WARNING_MS = 30 * 86_400_000
+
+/** The files of one interception CA. */
+export interface CaFiles {
+  readonly dir: string
+  /** The public CA certificate (mode 0644): what clients trust. */
+  readonly certFile: string
+  /**
+   * The private key (mode 0600). It also holds the certificate, so key and certificate are
+   * created in one atomic step and can never belong to two different CAs.
+   */
+  readonly keyFile: string
+  /**
+   * System roots + the CA (mode 0644). `SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE`
+   * replace a client's whole trust store, so they must point here, not at `certFile`.
+   */
+  readonly bundleFile: string
+}
+
+export interface LoadedCa {
+  readonly ca: CertificateAuthority
+  readonly files: CaFiles
+  /** Where the certificate and the bundle were also written for the app (`intercept.publicCaFile`). */
+  readonly publicFiles: { readonly certFile: string; readonly bundleFile: string } | undefined
+  /** True when this call generated the CA. */
+  readonly created: boolean
+  /** Things worth a warning line (loose key file mode, CA close to expiry). */
+  readonly warnings: readonly string[]
+}
+
+export interface CaStoreOptions {
+  /** `intercept.caDir` (absolute). */
+  caDir: string
+  /** `intercept.publicCaFile` (absolute), if set. */
+  publicCaFile?: string | undefined
+  /** Leaf lifetime: a CA that expires sooner than one leaf would live is refused. */
+  leafTtlMs: number
+}
+
+export function caFiles(caDir: string): CaFiles {
+  return {
+    dir: caDir,
+    certFile: path.join(caDir, 'ca.pem'),
+    keyFile: path.join(caDir, 'ca-key.pem'),
+    bundleFile: path.join(caDir, 'ca-bundle.pem'),
+  }
+}
+
+/** `/shared/latchkey-ca.pem` → `/shared/latchkey-ca-bundle.pem`. */
+export function bundlePathFor(certFile: string): string {
+  const ext = path.extname(certFile)
+  const base = ext === '.pem' || ext === '.crt' ? certFile.slice(0, -ext.length) : certFile
+  return `${base}-bundle.pem`
+}
+
+/**
+ * The trust bundle written next to the CA: Node's bundled Mozilla roots and the operating
+ * system's store (deduplicated), then the CA. A client pointed at it still trusts every
+ * public server, and trusts latchkey's leaf certificates.
+ */
+export function trustBundle(caPem: string): string {
+  const roots = new Set<string>()
+  for (const kind of ['bundled', 'system'] as const) {
+    try {
+      for (const pem of getCACertificates(kind)) roots.add(pem.trim())
+    } catch {
+      // No readable system store: the bundled roots are still there.
+    }
+  }
+  return [...roots].join('\n') + '\n' + caPem.trim() + '\n'
+}
+
+/**
+ * Load the interception CA from `caDir`, or create it there. The directory is made mode
+ * 0700 when latchkey creates it, the key file 0600; the certificate and the trust bundle are rewritten on every start
+ * (also to `publicCaFile` when set), so a deleted or stale public copy heals itself.
+ * Problems are `ConfigError`s naming `intercept.caDir` / `intercept.publicCaFile`.
+ */
+export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
+  const files = caFiles(o.caDir)
+  const warnings: string[] = []
+  try {
+    await mkdir(files.dir, { recursive: true, mode: 0o700 })
+  } catch (err) {
+    throw caError('intercept.caDir', `cannot create ${files.dir} (${codeOf(err)})`)
+  }
+  await checkDir(files.dir, warnings)
+
+  let created = false
+  let pair = await readPair(files)
+  if (!pair) {
+    const fresh = await CertificateAuthority.create({ commonName: 'latchkey interception CA', lifetimeMs: GENERATED_CA_LIFETIME_MS })
+    created = await createKeyFile(files.keyFile, fresh.keyPem + fresh.certPem)
+    // Another process may have won the race: everyone uses the file that exists.
+    pair = created ? { cert: fresh.certPem, key: fresh.keyPem } : await readPair(files)
+    if (!pair) throw caError('intercept.caDir', `${files.keyFile} could not be read after it was created`)
+  } else {
+    const mode = (await stat(files.keyFile)).mode
+    if ((mode & 0o077) !== 0) warnings.push(`interception CA key ${files.keyFile} is readable by other users (mode ${(mode & 0o777).toString(8)}); chmod 600`)
+  }
+
+  let ca: CertificateAuthority
+  try {
+    ca = await CertificateAuthority.load(pair.cert, pair.key)
+  } catch {
+    throw caError('intercept.caDir', `${files.keyFile} does not hold a usable ECDSA P-256 CA (a PKCS#8 "PRIVATE KEY" and its "CERTIFICATE"); delete ${files.dir} to let latchkey create a new one`)
+  }
+  const left = ca.notAfter.getTime() - Date.now()
+  if (left < o.leafTtlMs) throw caError('intercept.caDir', `the interception CA in ${files.dir} expires ${ca.notAfter.toISOString()}, before a leaf certificate would; delete ${files.dir} to let latchkey create a new one (and re-distribute the certificate)`)
+  if (left < EXPIRY_WARNING_MS) warnings.push(`the interception CA in ${files.dir} expires ${ca.notAfter.toISOString()}; rotate it (delete ${files.dir}) and re-distribute the certificate`)
+
+  const bundle = trustBundle(ca.certPem)
+  await writePublic(files.certFile, ca.certPem, 'intercept.caDir')
+  await writePublic(files.bundleFile, bundle, 'intercept.caDir')
+  let publicFiles: LoadedCa['publicFiles']
+  if (o.publicCaFile) {
+    publicFiles = { certFile: o.publicCaFile, bundleFile: bundlePathFor(o.publicCaFile) }
+    await mkdir(path.dirname(o.publicCaFile), { recursive: true }).catch(() => undefined)
+    await writePublic(publicFiles.certFile, ca.certPem, 'intercept.publicCaFile')
+    await writePublic(publicFiles.bundleFile, bundle, 'intercept.publicCaFile')
+  }
+  return { ca, files, publicFiles, created, warnings }
+}
+
+/** Read the key file (and the certificate: from the key file, else `ca.pem`). undefined when there is no key file. */
+async function readPair(files: CaFiles): Promise<{ cert: string; key: string } | undefined> {
+  let text: string
+  try {
+    text = await readFile(files.keyFile, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw caError('intercept.caDir', `cannot read ${files.keyFile} (${codeOf(err)})`)
+  }
+  const key = pemBlock(text, 'PRIVATE KEY')
+  if (!key) throw caError('intercept.caDir', `${files.keyFile} holds no PKCS#8 "PRIVATE KEY" block`)
+  let cert = pemBlock(text, 'CERTIFICATE')
+  if (!cert) {
+    // A CA brought by the operator: key and certificate in two files.
+    try {
+      cert = pemBlock(await readFile(files.certFile, 'utf8'), 'CERTIFICATE')
+    } catch {
+      cert = undefined
+    }
+  }
+  if (!cert) throw caError('intercept.caDir', `no CA certificate: put it in ${files.keyFile} (after the key) or in ${files.certFile}`)
+  try {
+    if (!new X509Certificate(cert).ca) throw new Error('not a CA')
+  } catch {
+    throw caError('intercept.caDir', `the certificate for ${files.keyFile} is not a CA certificate (basicConstraints CA:TRUE)`)
+  }
+  return { cert, key }
+}
+
+function pemBlock(text: string, label: string): string | undefined {
+  const m = new RegExp(`-----BEGIN ${label}-----[A-Za-z0-9+/=\\s]+-----END ${label}-----`).exec(text)
+  return m ? m[0] + '\n' : undefined
+}
+
+/** Create the key file without ever overwriting one: write a temp file (0600), hard-link it into place. */
+async function createKeyFile(file: string, content: string): Promise<boolean> {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    await writeFile(tmp, content, { mode: 0o600, flag: 'wx' })
+    await link(tmp, file)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw caError('intercept.caDir', `cannot write ${file} (${codeOf(err)})`)
+  } finally {
+    await unlink(tmp).catch(() => undefined)
+  }
+}
+
+/** Write a public file (0644) through a temp file and rename, so readers never see half of it. */
+async function writePublic(file: string, content: string, at: string): Promise<void> {
+  try {
+    const current = await readFile(file, 'utf8').catch(() => undefined)
+    if (current === content) return
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+    await writeFile(tmp, content, { mode: 0o644 })
+    await rename(tmp, file)
+  } catch (err) {
+    throw caError(at, `cannot write ${file} (${codeOf(err)})`)
+  }
+}
+
+/** An existing directory is never chmod'ed (it may be shared on purpose); a loose one is reported. */
+async function checkDir(dir: string, warnings: string[]): Promise<void> {
+  try {
+    const s = await stat(dir)
+    if ((s.mode & 0o077) !== 0) warnings.push(`interception CA directory ${dir} is accessible to other users (mode ${(s.mode & 0o777).toString(8)}); chmod 700 (publish the certificate with intercept.publicCaFile instead)`)
+  } catch {
+    // stat failing right after mkdir is reported by the reads that follow.
+  }
+}
+
+function caError(at: string, message: string): ConfigError {
+  return new ConfigError([{ path: at, message }])
+}
+
+function codeOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? 'error'
+}

@@ -1,0 +1,209 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import { isIP, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { TLSSocket } from 'node:tls'
+import type { CompiledCredential } from '../config/load.ts'
+import type { Broker } from '../daemon.ts'
+import type { ErrorCode } from '../errors.ts'
+import type { Forwarder } from '../proxy/forward.ts'
+import { normalizeHost, splitHostPort } from '../proxy/host-pattern.ts'
+import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
+import { sendError, sendSocketError } from '../proxy/respond.ts'
+import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
+import { LeafCache } from './leaf-cache.ts'
+
+/** What `createInterceptor` returns: the proxy's CONNECT hook plus its lifecycle and CA. */
+export interface Interceptor extends ConnectInterceptor {
+  /** The CA certificate clients must trust (PEM). */
+  readonly caCertPem: string
+  /** Where the CA, its key and the trust bundle live. */
+  readonly caFiles: LoadedCa['files']
+  /** Where the CA and the bundle were also published (`intercept.publicCaFile`). */
+  readonly publicFiles: LoadedCa['publicFiles']
+  readonly leaves: LeafCache
+  /**
+   * Stop taking tunnels; idle tunnels end now, busy ones after their current response
+   * (which carries `Connection: close`); whatever is left after `graceMs` is destroyed.
+   */
+  close(graceMs?: number): Promise<void>
+}
+
+/** One intercepted CONNECT: the destination it was opened for fixes the credential for its whole life. */
+interface Tunnel {
+  readonly host: string
+  readonly port: number
+  readonly credential: CompiledCredential
+  readonly socket: TLSSocket
+  inflight: number
+}
+
+const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n'
+/** Idle time allowed between requests inside a tunnel. */
+const TUNNEL_KEEP_ALIVE_MS = 30_000
+
+/**
+ * TLS interception for CONNECT to credentialed hosts. The CONNECT socket is answered with
+ * 200, then latchkey is the TLS server on it, with a leaf for the CONNECT host issued by its
+ * own CA. The client's SNI must name that host (an IP-literal CONNECT may send none); ALPN
+ * offers only http/1.1. Decrypted requests are parsed by a non-listening `http.Server`
+ * (keep-alive inside the tunnel), must carry a Host equal to the CONNECT host:port, and go
+ * through the same Forwarder as the plain proxy: injection, bust-and-replay, logs, metrics.
+ *
+ * A client that does not trust the CA fails its own handshake: nothing is decrypted, so
+ * nothing reaches the upstream, and there is no fallback to a blind tunnel.
+ */
+export async function createInterceptor(broker: Broker, forwarder: Forwarder): Promise<Interceptor> {
+  const { config, logger, resolver, metrics } = broker
+  const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl })
+  for (const w of loaded.warnings) logger.warn({ event: 'intercept_ca_warning' }, w)
+  logger.info({ event: 'intercept_ca', created: loaded.created, certFile: loaded.files.certFile, bundleFile: loaded.files.bundleFile, notAfter: loaded.ca.notAfter.toISOString() }, loaded.created ? 'created the interception CA' : 'loaded the interception CA')
+
+  const leaves = new LeafCache({ ca: loaded.ca, leafTtlMs: config.intercept.leafTtl })
+  const tunnels = new Map<TLSSocket, Tunnel>()
+  const handshakeTimeoutMs = config.upstream.connectTimeout
+  let closing = false
+
+  const refuse = (res: ServerResponse, t: Tunnel, method: string | undefined, code: ErrorCode, message: string) => {
+    metrics.denials.inc({ code })
+    logger.info({ event: 'denied', mode: 'intercept', method, code, host: `${t.host}:${t.port}` }, message)
+    sendError(res, code, message)
+  }
+
+  const inner = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+    const t = tunnels.get(req.socket as TLSSocket)
+    if (!t) {
+      res.destroy()
+      return
+    }
+    t.inflight++
+    res.once('close', () => {
+      t.inflight--
+      if (closing && t.inflight === 0) t.socket.end()
+    })
+    if (closing) res.setHeader('connection', 'close')
+    const path = requestPath(req, t)
+    if (typeof path !== 'string') {
+      req.resume()
+      refuse(res, t, req.method, path.code, path.message)
+      return
+    }
+    forwarder.handle(req, res, resolver.intercepted(t.host, t.port, t.credential, path)).catch((err: unknown) => {
+      logger.error({ event: 'internal_error', err }, 'unexpected error while forwarding an intercepted request')
+      res.destroy()
+    })
+  })
+  inner.keepAliveTimeout = TUNNEL_KEEP_ALIVE_MS
+  // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.
+  inner.timeout = config.upstream.requestTimeout + config.upstream.connectTimeout + 5_000
+  inner.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
+    metrics.denials.inc({ code })
+    logger.info({ event: 'client_error', mode: 'intercept', code, parserCode: err.code }, 'malformed request inside an intercepted tunnel refused')
+    if (err.code === 'ECONNRESET' || !socket.writable) socket.destroy()
+    else sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : `malformed request (${err.code ?? 'parse error'})`)
+  })
+
+  async function open(socket: Duplex, head: Buffer, host: string, port: number, credential: CompiledCredential): Promise<void> {
+    if (closing) {
+      socket.destroy()
+      return
+    }
+    const ipLiteral = isIP(host.startsWith('[') ? host.slice(1, -1) : host) !== 0
+    let context
+    try {
+      // Issued before the 200 so a failure is a clean refusal instead of a broken handshake.
+      context = await leaves.get(host)
+    } catch (err) {
+      logger.error({ event: 'intercept_leaf_failed', host, err }, 'could not issue a leaf certificate')
+      sendSocketError(socket, 'upstream_error', `latchkey could not issue a certificate for ${host}`)
+      return
+    }
+    if (socket.destroyed) return
+    socket.write(ESTABLISHED)
+    if (head.length > 0) socket.unshift(head)
+
+    let sniRefused: string | undefined
+    const tlsSocket = new TLSSocket(socket as Socket, {
+      isServer: true,
+      ALPNProtocols: ['http/1.1'],
+      // No SNI: only an IP-literal CONNECT gets a certificate; for a DNS name the
+      // handshake has no certificate to offer and fails.
+      ...(ipLiteral ? { secureContext: context } : {}),
+      SNICallback(servername, cb) {
+        if (normalizeHost(servername) === host) return cb(null, context)
+        sniRefused = servername.slice(0, 253)
+        cb(new Error('SNI does not name the CONNECT host'), undefined)
+      },
+    })
+    const t: Tunnel = { host, port, credential, socket: tlsSocket, inflight: 0 }
+    tunnels.set(tlsSocket, t)
+    const timer = setTimeout(() => tlsSocket.destroy(), handshakeTimeoutMs)
+    timer.unref()
+    let secured = false
+    tlsSocket.once('secure', () => {
+      secured = true
+      clearTimeout(timer)
+      logger.debug({ event: 'intercept_tunnel', host: `${host}:${port}`, credential: credential.name, alpn: tlsSocket.alpnProtocol || undefined }, 'intercepted tunnel open')
+      inner.emit('connection', tlsSocket)
+    })
+    tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
+      if (secured) return // the http server reports and closes
+      const reason = sniRefused !== undefined ? 'sni_mismatch' : !ipLiteral && tlsSocket.servername === undefined ? 'sni_missing' : 'handshake_failed'
+      logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, reason === 'handshake_failed' ? 'TLS handshake inside the tunnel failed (does the client trust the latchkey CA?)' : 'TLS handshake refused: the client must send SNI naming the CONNECT host')
+      tlsSocket.destroy()
+    })
+    tlsSocket.once('close', () => {
+      clearTimeout(timer)
+      tunnels.delete(tlsSocket)
+      socket.destroy()
+    })
+  }
+
+  return {
+    caCertPem: loaded.ca.certPem,
+    caFiles: loaded.files,
+    publicFiles: loaded.publicFiles,
+    leaves,
+    handle(_req, socket, head, host, port, credential) {
+      open(socket, head, host, port, credential).catch((err: unknown) => {
+        logger.error({ event: 'internal_error', err }, 'unexpected error while opening an intercepted tunnel')
+        socket.destroy()
+      })
+    },
+    async close(graceMs = 10_000) {
+      closing = true
+      for (const t of tunnels.values()) if (t.inflight === 0) t.socket.end()
+      const deadline = Date.now() + graceMs
+      while (tunnels.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+      for (const t of tunnels.values()) t.socket.destroy()
+      leaves.clear()
+    },
+  }
+}
+
+/** The path to send upstream, or why the request is refused: its Host (and an absolute URI) must name the tunnel's destination. */
+function requestPath(req: IncomingMessage, t: Tunnel): string | { code: ErrorCode; message: string } {
+  const mismatch = { code: 'host_mismatch' as const, message: `requests inside a tunnel to ${t.host}:${t.port} must carry Host: ${t.port === 443 ? t.host : `${t.host}:${t.port}`}` }
+  if (!sameDestination(req.headers.host, t)) return mismatch
+  const url = req.url ?? ''
+  if (url.startsWith('/')) return url
+  if (/^https:\/\//i.test(url)) {
+    if (/^https:\/\/[^/?#]*@/i.test(url)) return { code: 'userinfo_not_allowed', message: 'userinfo (user:pass@) in the request URI is not allowed' }
+    let u: URL
+    try {
+      u = new URL(url)
+    } catch {
+      return { code: 'bad_request', message: 'the request target is not a valid URI' }
+    }
+    if (!sameDestination(u.host, t)) return mismatch
+    return u.pathname + u.search
+  }
+  return { code: 'bad_request', message: 'inside a tunnel the request target must be a path (/...) or an https:// URI' }
+}
+
+function sameDestination(authority: string | undefined, t: Tunnel): boolean {
+  if (authority === undefined) return false
+  const hp = splitHostPort(authority)
+  if (!hp) return false
+  return normalizeHost(hp.host) === t.host && (hp.port ?? 443) === t.port
+}

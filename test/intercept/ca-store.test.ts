@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict'
+import { X509Certificate } from 'node:crypto'
+import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, test } from 'node:test'
+import { rootCertificates } from 'node:tls'
+import { bundlePathFor, loadOrCreateCa } from '../../src/intercept/ca-store.ts'
+import { CertificateAuthority } from '../../src/intercept/certificate-authority.ts'
+import { ConfigError } from '../../src/errors.ts'
+import { LeafCache } from '../../src/intercept/leaf-cache.ts'
+
+let dir: string
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'latchkey-ca-'))
+})
+after(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+const DAY = 86_400_000
+
+test('a missing CA is created with a 0700 directory, a 0600 key file and a public certificate and bundle', async () => {
+  const caDir = path.join(dir, 'fresh', 'ca')
+  const publicCaFile = path.join(dir, 'shared', 'latchkey-ca.pem')
+  const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+  assert.equal(r.created, true)
+  assert.deepEqual(r.warnings, [])
+  assert.equal((await stat(caDir)).mode & 0o777, 0o700)
+  assert.equal((await stat(r.files.keyFile)).mode & 0o777, 0o600)
+  assert.equal((await stat(r.files.certFile)).mode & 0o777, 0o644)
+  const cert = await readFile(r.files.certFile, 'utf8')
+  assert.equal(cert, r.ca.certPem)
+  assert.ok(new X509Certificate(cert).ca, 'the certificate is a CA')
+  assert.match(new X509Certificate(cert).publicKey.asymmetricKeyDetails?.namedCurve ?? '', /prime256v1|P-256/)
+  const bundle = await readFile(r.files.bundleFile, 'utf8')
+  assert.ok(bundle.endsWith(cert), 'the bundle ends with the CA')
+  assert.ok(bundle.includes((rootCertificates[0] as string).trim()), 'the bundle keeps the public roots')
+  assert.equal(await readFile(publicCaFile, 'utf8'), cert)
+  assert.equal(r.publicFiles?.bundleFile, path.join(dir, 'shared', 'latchkey-ca-bundle.pem'))
+  assert.equal(await readFile(r.publicFiles.bundleFile, 'utf8'), bundle)
+})
+
+test('an existing CA is loaded, not replaced, and a deleted public certificate is rewritten', async () => {
+  const caDir = path.join(dir, 'reuse')
+  const first = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  await rm(first.files.certFile)
+  const second = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  assert.equal(second.created, false)
+  assert.equal(second.ca.certPem, first.ca.certPem)
+  assert.equal(await readFile(second.files.certFile, 'utf8'), first.ca.certPem)
+})
+
+test('two processes starting at once end up with one CA', async () => {
+  const caDir = path.join(dir, 'race')
+  const results = await Promise.all([1, 2, 3, 4].map(() => loadOrCreateCa({ caDir, leafTtlMs: DAY })))
+  assert.equal(new Set(results.map((r) => r.ca.certPem)).size, 1)
+  assert.equal(results.filter((r) => r.created).length, 1)
+})
+
+test('an operator CA in two files (ca-key.pem with the key only, ca.pem) is used, and a loose key mode is warned about', async () => {
+  const caDir = path.join(dir, 'operator')
+  await mkdir(caDir, { mode: 0o700 })
+  const ca = await CertificateAuthority.create({ commonName: 'operator CA' })
+  await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem, { mode: 0o644 })
+  await writeFile(path.join(caDir, 'ca.pem'), ca.certPem)
+  const r = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  assert.equal(r.created, false)
+  assert.equal(r.ca.certPem, ca.certPem)
+  assert.equal(r.warnings.length, 1)
+  assert.match(r.warnings[0] as string, /readable by other users.*chmod 600/)
+})
+
+test('a CA that expires before one leaf would is refused with a message naming intercept.caDir', async () => {
+  const caDir = path.join(dir, 'expiring')
+  await mkdir(caDir, { mode: 0o700 })
+  const ca = await CertificateAuthority.create({ lifetimeMs: 2 * DAY })
+  await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem + ca.certPem, { mode: 0o600 })
+  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: 7 * DAY }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.issues[0]?.path, 'intercept.caDir')
+    assert.match(err.message, /expires .* delete/)
+    return true
+  })
+})
+
+test('a key file without a key is refused', async () => {
+  const caDir = path.join(dir, 'garbage')
+  await mkdir(caDir, { mode: 0o700 })
+  await writeFile(path.join(caDir, 'ca-key.pem'), 'not a key', { mode: 0o600 })
+  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: DAY }), /PRIVATE KEY/)
+})
+
+test('the bundle path sits next to the public certificate', () => {
+  assert.equal(bundlePathFor('/shared/ca.pem'), '/shared/ca-bundle.pem')
+  assert.equal(bundlePathFor('/shared/ca.crt'), '/shared/ca-bundle.pem')
+  assert.equal(bundlePathFor('/shared/ca'), '/shared/ca-bundle.pem')
+})
+
+test('leaves are issued once per host under concurrency, and renewed in the background after 3/4 of their life', async () => {
+  const ca = await CertificateAuthority.create()
+  let now = Date.now()
+  const leaves = new LeafCache({ ca, leafTtlMs: 3_600_000, now: () => now })
+  const contexts = await Promise.all(Array.from({ length: 10 }, () => leaves.get('api.example.com')))
+  assert.equal(leaves.issued, 1)
+  assert.equal(new Set(contexts).size, 1)
+  await leaves.get('[::1]')
+  assert.equal(leaves.issued, 2)
+  now += 0.5 * 3_600_000
+  assert.equal(await leaves.get('api.example.com'), contexts[0])
+  assert.equal(leaves.issued, 2)
+  now += 0.3 * 3_600_000
+  assert.equal(await leaves.get('api.example.com'), contexts[0], 'the current leaf is served while its successor is issued')
+  for (let i = 0; i < 100 && leaves.issued < 3; i++) await new Promise((r) => setTimeout(r, 10))
+  assert.equal(leaves.issued, 3)
+  assert.notEqual(await leaves.get('api.example.com'), contexts[0])
+  now += 2 * 3_600_000
+  const after = leaves.issued
+  await leaves.get('api.example.com')
+  assert.equal(leaves.issued, after + 1, 'an expired leaf is replaced before use')
+})
