@@ -184,6 +184,7 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
     if (url.protocol !== 'http:' && url.protocol !== 'https:') issues.push({ path: at, message: 'upstream must be http:// or https://' })
     else if (url.username || url.password) issues.push({ path: at, message: 'upstream URL must not contain userinfo; bind a credential to the host instead' })
     else if (url.search || url.hash) issues.push({ path: at, message: 'upstream URL must not contain a query or fragment' })
+    else if (normalizeHost(url.hostname) === undefined) issues.push({ path: at, message: `upstream host ${JSON.stringify(url.hostname)} is not a valid host name or IP literal` })
     else if (url.protocol === 'http:') {
       const tls = false
       const host = normalizeHost(url.hostname)
