@@ -1,0 +1,86 @@
+/**
+ * `npm run build`: bundle the CLI into `dist/` for the container image.
+ *
+ * What the image copies, and nothing else: `dist/`, `package.json`, and production
+ * `node_modules` (dependencies stay external: `packages: 'external'`, so the SDKs keep their
+ * own files and their lazy `import()`s stay lazy).
+ *
+ * The bundle is written to `dist/cli/latchkey.js`, the same depth below the package root as
+ * `src/cli/main.ts`: `main.ts` finds `package.json` (for `latchkey version`) two directories
+ * above its own file, and that stays true in the bundle.
+ *
+ * Options: `--outdir DIR` (default `dist`), `--check` (also run `latchkey version` from the
+ * output with no source tree around it).
+ */
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { build } from 'esbuild'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+/** The app entry, in order of preference: the bin (Node version guard + CLI), else the CLI module. */
+const ENTRIES = ['bin/latchkey.js', 'src/cli/main.ts']
+
+export interface BuildResult {
+  outdir: string
+  /** The file the image runs: `node <outdir>/cli/latchkey.js`. */
+  entry: string
+  /** Output files and their sizes in bytes. */
+  files: Record<string, number>
+}
+
+export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<BuildResult> {
+  const entry = ENTRIES.map((e) => path.join(ROOT, e)).find((e) => existsSync(e))
+  if (!entry) throw new Error(`no app entry: none of ${ENTRIES.join(', ')} exists`)
+  rmSync(outdir, { recursive: true, force: true })
+  mkdirSync(outdir, { recursive: true })
+  const result = await build({
+    absWorkingDir: ROOT,
+    entryPoints: { 'cli/latchkey': entry },
+    outdir,
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    target: 'node24',
+    format: 'esm',
+    // Keeps lazy `import()`s as chunks loaded on demand. Chunks sit next to the entry, at the same
+    // depth, because `main.ts` locates the package root relative to its own file.
+    splitting: true,
+    chunkNames: 'cli/[name]-[hash]',
+    sourcemap: true,
+    // Stack traces from the image point at src/… through the map (`--enable-source-maps`).
+    sourcesContent: false,
+    legalComments: 'linked',
+    metafile: true,
+    logLevel: 'warning',
+    // The bin entry is a plain .js file that imports .ts: esbuild strips the types itself.
+    resolveExtensions: ['.ts', '.js'],
+  })
+  const files: Record<string, number> = {}
+  for (const [file, meta] of Object.entries(result.metafile.outputs)) files[path.relative(outdir, path.resolve(ROOT, file))] = meta.bytes
+  // A marker the image test and the Dockerfile lint read: which entry the image runs.
+  writeFileSync(path.join(outdir, 'build-info.json'), JSON.stringify({ entry: 'dist/cli/latchkey.js', source: path.relative(ROOT, entry), node: 'node24' }, null, 2) + '\n')
+  return { outdir, entry: path.join(outdir, 'cli', 'latchkey.js'), files }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { outdir: { type: 'string' }, check: { type: 'boolean', default: false } } })
+  const outdir = values.outdir ? path.resolve(values.outdir) : path.join(ROOT, 'dist')
+  const r = await buildDist(outdir)
+  for (const [file, bytes] of Object.entries(r.files).sort()) process.stdout.write(`  ${file.padEnd(48)} ${(bytes / 1024).toFixed(1).padStart(8)} KiB\n`)
+  if (values.check) {
+    const v = spawnSync(process.execPath, [r.entry, 'version'], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 })
+    if (v.status !== 0) throw new Error(`built CLI failed \`version\`: ${v.stderr}`)
+    process.stdout.write(`check: ${v.stdout.trim()}\n`)
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`build failed: ${(err as Error).message}\n`)
+    process.exitCode = 1
+  })
+}
