@@ -89,7 +89,9 @@ const RULES: readonly Rule[] = [
   },
   {
     name: 'header-line',
-    source: String.raw`((?:^|[^A-Za-z0-9-])(?i:${SECRET_HEADER_LINES})\s*:[ \t]*)[^"\\\r\n]+`,
+    // Starts after a separator or an escaped line break; the value runs to the next (escaped)
+    // line break or the end of the JSON string, through escaped quotes (`Digest a=\"x\"`).
+    source: String.raw`((?:^|[^A-Za-z0-9-]|\\[nr])(?i:${SECRET_HEADER_LINES})\s*:[ \t]*)(?:[^"\\\r\n]|\\[^rn])+`,
     replacement: `$1${REDACTED}`,
   },
   {
