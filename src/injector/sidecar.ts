@@ -1,0 +1,133 @@
+/**
+ * The pieces the injector adds to a pod: the latchkey native sidecar, its volumes, and the
+ * variables and mounts for the app containers. The same shape as the sidecar in
+ * `deploy/kubernetes/base` (a test keeps the two in step).
+ */
+import type { InjectionPlan } from './annotations.ts'
+
+/** Paths inside the pod. The config in the ConfigMap must use these (see docs/kubernetes.md). */
+export const POD_PATHS = {
+  /** The ConfigMap, read-only, sidecar only. */
+  configDir: '/etc/latchkey',
+  /** emptyDir, sidecar only: `intercept.caDir` (the CA private key never leaves this volume). */
+  stateDir: '/var/lib/latchkey',
+  /** emptyDir shared with the app (read-only there): `intercept.publicCaFile` = `<sharedDir>/ca.pem`. */
+  sharedDir: '/var/run/latchkey',
+} as const
+
+export const SIDECAR_NAME = 'latchkey'
+export const VOLUMES = { config: 'latchkey-config', state: 'latchkey-state', shared: 'latchkey-shared' } as const
+
+/** Container and volume objects as plain JSON (the Kubernetes API shapes, loosely typed). */
+export type Json = Record<string, unknown>
+
+/** Operator settings for the injected sidecar (flags of `latchkey injector`). */
+export interface SidecarOptions {
+  /** The latchkey image, e.g. `ghcr.io/example/latchkey:0.1.0`. */
+  image: string
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never'
+  /** `listen` port of the config (loopback). */
+  proxyPort: number
+  /** `admin.listen` port of the config (must bind the pod IP for kubelet probes). */
+  adminPort: number
+  /** `NO_PROXY` for app containers. */
+  noProxy: string
+  resources: { requests: { cpu: string; memory: string }; limits: { memory: string } }
+}
+
+export const DEFAULT_SIDECAR_OPTIONS: Omit<SidecarOptions, 'image'> = {
+  imagePullPolicy: 'IfNotPresent',
+  proxyPort: 8181,
+  adminPort: 8182,
+  // Cluster-internal names go direct: with `egress: deny` latchkey would refuse them.
+  noProxy: 'localhost,127.0.0.1,::1,.svc,.cluster.local',
+  resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '192Mi' } },
+}
+
+type Plan = Extract<InjectionPlan, { inject: true }>
+
+const PROBE_TIMING = {
+  // The app containers start only after this succeeds: readiness means every prefetched
+  // credential holds a value, so the pipeline's first request can already be served.
+  startup: { periodSeconds: 1, failureThreshold: 120, timeoutSeconds: 2 },
+  liveness: { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 2 },
+  readiness: { periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
+}
+
+/** The native sidecar: an init container with `restartPolicy: Always`, so Jobs still complete. */
+export function sidecarContainer(plan: Plan, o: SidecarOptions): Json {
+  const probe = (path: string, timing: Record<string, number>) => ({ httpGet: { path, port: 'latchkey-admin' }, ...timing })
+  return {
+    name: SIDECAR_NAME,
+    image: o.image,
+    imagePullPolicy: o.imagePullPolicy,
+    restartPolicy: 'Always',
+    args: ['run', '-c', `${POD_PATHS.configDir}/${plan.configKey}`],
+    ports: [{ name: 'latchkey-admin', containerPort: o.adminPort, protocol: 'TCP' }],
+    startupProbe: probe('/readyz', PROBE_TIMING.startup),
+    livenessProbe: probe('/healthz', PROBE_TIMING.liveness),
+    readinessProbe: probe('/readyz', PROBE_TIMING.readiness),
+    resources: { requests: { ...o.resources.requests }, limits: { ...o.resources.limits } },
+    securityContext: restrictedSecurityContext(),
+    volumeMounts: [
+      { name: VOLUMES.config, mountPath: POD_PATHS.configDir, readOnly: true },
+      { name: VOLUMES.state, mountPath: POD_PATHS.stateDir },
+      { name: VOLUMES.shared, mountPath: POD_PATHS.sharedDir },
+    ],
+  }
+}
+
+/** The restricted Pod Security profile, container level. */
+export function restrictedSecurityContext(): Json {
+  return {
+    runAsNonRoot: true,
+    runAsUser: 65532,
+    runAsGroup: 65532,
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: { type: 'RuntimeDefault' },
+  }
+}
+
+export function sidecarVolumes(plan: Plan): Json[] {
+  return [
+    { name: VOLUMES.config, configMap: { name: plan.configMap, items: [{ key: plan.configKey, path: plan.configKey }] } },
+    { name: VOLUMES.state, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    { name: VOLUMES.shared, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+  ]
+}
+
+/**
+ * Variables for app containers. Both spellings of the proxy variables: curl and wget read only
+ * the lowercase `http_proxy`, Go and Java tooling mostly the uppercase ones.
+ */
+export function appEnv(plan: Plan, o: SidecarOptions): { name: string; value: string }[] {
+  const url = `http://127.0.0.1:${o.proxyPort}`
+  const env = [
+    { name: 'LATCHKEY_URL', value: url },
+    { name: 'HTTP_PROXY', value: url },
+    { name: 'HTTPS_PROXY', value: url },
+    { name: 'NO_PROXY', value: o.noProxy },
+    { name: 'http_proxy', value: url },
+    { name: 'https_proxy', value: url },
+    { name: 'no_proxy', value: o.noProxy },
+  ]
+  if (plan.intercept) {
+    // These replace a client's whole trust store, so they point at the bundle (system roots + CA).
+    const bundle = `${POD_PATHS.sharedDir}/ca-bundle.pem`
+    env.push(
+      { name: 'SSL_CERT_FILE', value: bundle },
+      { name: 'REQUESTS_CA_BUNDLE', value: bundle },
+      { name: 'CURL_CA_BUNDLE', value: bundle },
+      // Node adds this one to its roots, so the CA alone is enough.
+      { name: 'NODE_EXTRA_CA_CERTS', value: `${POD_PATHS.sharedDir}/ca.pem` },
+    )
+  }
+  return env
+}
+
+/** The read-only mount of the public CA for app containers (interception only). */
+export function appVolumeMount(): Json {
+  return { name: VOLUMES.shared, mountPath: POD_PATHS.sharedDir, readOnly: true }
+}
