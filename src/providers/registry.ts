@@ -1,6 +1,7 @@
 import type { ProviderFactory } from './provider.ts'
 import { envProvider } from './env.ts'
 import { fileProvider } from './file.ts'
+import { vaultProvider } from './vault.ts'
 
 /**
  * Provider types by name. Each module here is light (a zod schema and a factory);
@@ -9,4 +10,5 @@ import { fileProvider } from './file.ts'
 export const PROVIDERS: Readonly<Record<string, ProviderFactory>> = {
   env: envProvider,
   file: fileProvider,
+  vault: vaultProvider,
 }
