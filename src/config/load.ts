@@ -10,6 +10,9 @@ import { PROVIDERS } from '../providers/registry.ts'
 import { configSchema, type LogLevel, type RawConfig } from './schema.ts'
 import { formatPath, interpolate } from './interpolate.ts'
 
+/** A literal (not `${...}`) value under a key that holds secret material. */
+const INLINE_SECRET = /^\s*(token|secretId|secret_id|password|clientSecret)\s*:\s*(?!\$\{)["']?[^\s"'#]/im
+
 export interface ListenAddress {
   host: string
   port: number
@@ -84,7 +87,7 @@ export function loadConfigFile(file: string, env: LoadOptions['env']): LoadResul
     return { ok: false, issues: [{ path: '', message: `cannot read config file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` }] }
   }
   const result = parseConfigText(text, { env, baseDir: path.dirname(path.resolve(file)), source: file })
-  if (result.ok && worldReadable(file) && /\$\{file:|token:|secret|password/i.test(text)) {
+  if (result.ok && worldReadable(file) && INLINE_SECRET.test(text)) {
     ;(result.config.warnings as string[]).push(`config file ${file} is world-readable and may hold secret material (chmod 600)`)
   }
   return result

@@ -28,6 +28,7 @@ export const fileProvider: ProviderFactory<typeof optionsSchema> = {
   optionsSchema,
   async create(options, ctx): Promise<SecretProvider> {
     const dir = path.resolve(options.dir)
+    const warned = new Set<string>()
     return {
       type: 'file',
       async fetch(ref) {
@@ -45,7 +46,10 @@ export const fileProvider: ProviderFactory<typeof optionsSchema> = {
           const st = await stat(real)
           if (!st.isFile()) throw new ProviderError('secret_not_found', `${target} is not a regular file`, { providerCode: 'ENOTFILE' })
           if (st.size > options.maxBytes) throw new ProviderError('invalid_secret', `${target} is larger than ${options.maxBytes} bytes`)
-          if ((st.mode & 0o004) !== 0) ctx.logger.warn({ event: 'file_world_readable', provider: ctx.name, file: target }, 'secret file is world-readable')
+          if ((st.mode & 0o004) !== 0 && !warned.has(target)) {
+            warned.add(target)
+            ctx.logger.warn({ event: 'file_world_readable', file: target }, 'secret file is world-readable (chmod 600)')
+          }
         } catch (err) {
           if (err instanceof ProviderError) throw err
           const code = (err as NodeJS.ErrnoException).code
