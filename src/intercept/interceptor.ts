@@ -96,6 +96,11 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
   // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.
   inner.timeout = config.upstream.requestTimeout + config.upstream.connectTimeout + 5_000
   inner.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!err.code?.startsWith('HPE_')) {
+      // A TLS alert or a reset, not a malformed request: there is no HTTP answer to give.
+      socket.destroy()
+      return
+    }
     const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
     metrics.denials.inc({ code })
     logger.info({ event: 'client_error', mode: 'intercept', code, parserCode: err.code }, 'malformed request inside an intercepted tunnel refused')
@@ -151,6 +156,11 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
       const reason = sniRefused !== undefined ? 'sni_mismatch' : !ipLiteral && tlsSocket.servername === undefined ? 'sni_missing' : 'handshake_failed'
       logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, reason === 'handshake_failed' ? 'TLS handshake inside the tunnel failed (does the client trust the latchkey CA?)' : 'TLS handshake refused: the client must send SNI naming the CONNECT host')
       tlsSocket.destroy()
+    })
+    // The proxy's sockets allow half-open connections, and the TLS socket inherits that: a client
+    // that gives up during the handshake (it does not trust the CA) must not leave the tunnel open.
+    tlsSocket.once('end', () => {
+      if (!secured) tlsSocket.destroy()
     })
     tlsSocket.once('close', () => {
       clearTimeout(timer)

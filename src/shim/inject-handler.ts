@@ -1,0 +1,326 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
+import type { Metrics } from '../admin/metrics.ts'
+import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
+import type { CompiledCredential } from '../config/load.ts'
+import { LatchkeyError } from '../errors.ts'
+import { withHeader } from './header-list.ts'
+
+type Controller = Dispatcher.DispatchController
+type Handler = Dispatcher.DispatchHandler
+
+/** What an injected request needs from the broker; built once per interceptor. */
+export interface ShimDeps {
+  readonly cache: SecretCache
+  readonly logger: Logger
+  readonly metrics: Metrics
+  /** Bodies up to this size (string / Buffer) are replayed after a bust; streams never are. */
+  readonly retryBodyLimit: number
+  /** Bound on waiting for a secret. */
+  readonly requestTimeoutMs: number
+}
+
+/**
+ * The controller the application's handler holds for the whole request. A replay is a
+ * second dispatch with its own controller; this one always acts on the current attempt,
+ * so a pause, resume or abort from the application never targets a finished connection.
+ */
+class StableController implements Controller {
+  #target: Controller | undefined
+  #paused = false
+  #reason: Error | null = null
+
+  set target(c: Controller) {
+    this.#target = c
+    if (this.#reason) c.abort(this.#reason)
+    else if (this.#paused) c.pause()
+  }
+
+  get aborted(): boolean {
+    return this.#reason !== null || (this.#target?.aborted ?? false)
+  }
+
+  get paused(): boolean {
+    return this.#paused
+  }
+
+  get reason(): Error | null {
+    return this.#reason ?? this.#target?.reason ?? null
+  }
+
+  get rawHeaders(): Controller['rawHeaders'] {
+    return this.#target?.rawHeaders
+  }
+
+  get rawTrailers(): Controller['rawTrailers'] {
+    return this.#target?.rawTrailers
+  }
+
+  abort(reason: Error): void {
+    this.#reason ??= reason
+    this.#target?.abort(reason)
+  }
+
+  pause(): void {
+    this.#paused = true
+    this.#target?.pause()
+  }
+
+  resume(): void {
+    this.#paused = false
+    this.#target?.resume()
+  }
+}
+
+/** A 401/403 held back while the credential is busted: delivered unchanged unless a replay replaces it. */
+interface Held {
+  readonly statusCode: number
+  readonly headers: IncomingHttpHeaders
+  readonly statusMessage: string | undefined
+  readonly chunks: Buffer[]
+  ended: boolean
+  trailers: IncomingHttpHeaders | undefined
+  error: Error | undefined
+}
+
+type Outcome = 'injected' | 'replayed' | 'error'
+
+/**
+ * One request to a bound host, seen from the shim: fetch the secret (cache), dispatch with
+ * the header, and on 401/403 bust the secret and — when the value changed and the body is
+ * replayable — dispatch once more with the new value, the application seeing only the
+ * second response. Otherwise the application gets the upstream's answer unchanged.
+ */
+export class InjectedRequest {
+  readonly #deps: ShimDeps
+  readonly #dispatch: Dispatcher.Dispatch
+  readonly #opts: Dispatcher.DispatchOptions
+  readonly #handler: Handler
+  readonly #credential: CompiledCredential
+  readonly #host: string
+  readonly #replayable: boolean
+  readonly #proxy: StableController
+  readonly #started = performance.now()
+  #downstreamStarted = false
+  #finished = false
+  #used: Resolved | undefined
+  #outcome: Outcome = 'injected'
+  #status = 0
+
+  constructor(deps: ShimDeps, dispatch: Dispatcher.Dispatch, opts: Dispatcher.DispatchOptions, handler: Handler, credential: CompiledCredential, host: string) {
+    this.#deps = deps
+    this.#dispatch = dispatch
+    this.#opts = opts
+    this.#handler = handler
+    this.#credential = credential
+    this.#host = host
+    this.#replayable = replayableBody(opts.body, deps.retryBodyLimit)
+    this.#proxy = new StableController()
+  }
+
+  /** Dispatch once the secret is known. Returns true: the caller never has to wait for a drain. */
+  start(): boolean {
+    this.#secret().then(
+      (resolved) => {
+        if (this.#proxy.aborted) return this.#fail(this.#proxy.reason ?? new Error('aborted'))
+        this.#used = resolved
+        this.#deps.metrics.injections.inc({ credential: this.#credential.name })
+        this.#send(1, resolved.headerValue)
+      },
+      (err: unknown) => this.#fail(err instanceof Error ? err : new Error(String(err))),
+    )
+    return true
+  }
+
+  #send(attempt: 1 | 2, headerValue: string): void {
+    const opts = { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
+    try {
+      this.#dispatch(opts, new Attempt(this, attempt))
+    } catch (err) {
+      this.#fail(err as Error)
+    }
+  }
+
+  async #secret(): Promise<Resolved> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new LatchkeyError('secret_unavailable', `credential ${this.#credential.name} is unavailable (provider_timeout)`)), this.#deps.requestTimeoutMs)
+      timer.unref()
+    })
+    try {
+      return await Promise.race([this.#deps.cache.get(this.#credential), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  // Called by the attempts.
+
+  /** The application aborted the request. */
+  get aborted(): boolean {
+    return this.#proxy.aborted
+  }
+
+  requestStart(controller: Controller, context: unknown): void {
+    this.#proxy.target = controller
+    if (this.#downstreamStarted) return
+    this.#downstreamStarted = true
+    this.#handler.onRequestStart?.(this.#proxy, context)
+  }
+
+  upgrade(statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+    this.#handler.onRequestUpgrade?.(this.#proxy, statusCode, headers, socket)
+  }
+
+  /** True when the attempt must hold this response back and call `decide` later. */
+  responseStart(attempt: Attempt, statusCode: number, headers: IncomingHttpHeaders, statusMessage: string | undefined): boolean {
+    if (statusCode >= 200) this.#status = statusCode
+    const refused = statusCode === 401 || statusCode === 403
+    if (refused && attempt.n === 1 && this.#used) {
+      const bust = this.#deps.cache.bust(this.#credential, this.#used.secret)
+      if (this.#replayable && !this.#proxy.aborted) {
+        bust.then(
+          (fresh) => this.#decide(attempt, fresh),
+          () => this.#decide(attempt, undefined),
+        )
+        return true
+      }
+      // Not replayable: the next request gets the new value; this one gets the upstream's answer.
+      bust.catch(() => undefined)
+    }
+    this.#handler.onResponseStart?.(this.#proxy, statusCode, headers, statusMessage)
+    return false
+  }
+
+  data(chunk: Buffer): void {
+    if (!this.#finished) this.#handler.onResponseData?.(this.#proxy, chunk)
+  }
+
+  end(trailers: IncomingHttpHeaders): void {
+    if (this.#finished) return
+    this.#finish()
+    this.#handler.onResponseEnd?.(this.#proxy, trailers)
+  }
+
+  error(err: Error): void {
+    this.#fail(err)
+  }
+
+  #decide(attempt: Attempt, fresh: Resolved | undefined): void {
+    const held = attempt.held as Held
+    if (this.#finished) return
+    if (fresh && !this.#proxy.aborted) {
+      attempt.superseded = true
+      if (!held.ended && held.error === undefined) attempt.controller?.abort(new Error('superseded by a replay with a refreshed credential'))
+      this.#outcome = 'replayed'
+      this.#used = fresh
+      this.#deps.metrics.replays.inc({ credential: this.#credential.name })
+      this.#deps.logger.info({ event: 'replay', mode: 'shim', credential: this.#credential.name, host: this.#host, status: held.statusCode }, 'replaying with the refreshed credential')
+      this.#send(2, fresh.headerValue)
+      return
+    }
+    // No replay: hand over the held response as it came.
+    attempt.held = undefined
+    this.#handler.onResponseStart?.(this.#proxy, held.statusCode, held.headers, held.statusMessage)
+    for (const c of held.chunks) this.data(c)
+    if (held.error) return this.error(held.error)
+    if (held.ended) return this.end(held.trailers ?? {})
+    if (!this.#proxy.paused) attempt.controller?.resume()
+  }
+
+  #fail(err: Error): void {
+    if (this.#finished) return
+    this.#outcome = 'error'
+    this.#finish(err)
+    if (!this.#downstreamStarted) {
+      this.#downstreamStarted = true
+      this.#handler.onRequestStart?.(this.#proxy, {})
+    }
+    this.#handler.onResponseError?.(this.#proxy, err)
+  }
+
+  #finish(err?: Error): void {
+    this.#finished = true
+    const seconds = (performance.now() - this.#started) / 1000
+    this.#deps.metrics.requests.inc({ mode: 'shim', outcome: this.#outcome })
+    this.#deps.metrics.requestDuration.observe({ mode: 'shim' }, seconds)
+    const code = err instanceof LatchkeyError ? err.code : err ? ((err as { code?: string }).code ?? 'upstream_error') : undefined
+    this.#deps.logger.info(
+      {
+        event: 'request',
+        mode: 'shim',
+        method: this.#opts.method,
+        credential: this.#credential.name,
+        host: this.#host,
+        path: this.#opts.path.split('?')[0],
+        status: this.#status,
+        durationMs: Math.round(seconds * 10_000) / 10,
+        outcome: this.#outcome,
+        code,
+      },
+      'request',
+    )
+  }
+}
+
+/** The handler of one dispatch. A superseded attempt (replaced by a replay) goes silent. */
+class Attempt implements Handler {
+  readonly n: 1 | 2
+  readonly #req: InjectedRequest
+  controller: Controller | undefined
+  held: Held | undefined
+  superseded = false
+
+  constructor(req: InjectedRequest, n: 1 | 2) {
+    this.#req = req
+    this.n = n
+  }
+
+  onRequestStart(controller: Controller, context: unknown): void {
+    this.controller = controller
+    this.#req.requestStart(controller, context)
+  }
+
+  onRequestUpgrade(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+    this.#req.upgrade(statusCode, headers, socket)
+  }
+
+  onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (this.superseded) return
+    if (this.#req.responseStart(this, statusCode, headers, statusMessage)) {
+      controller.pause()
+      this.held = { statusCode, headers, statusMessage, chunks: [], ended: false, trailers: undefined, error: undefined }
+    }
+  }
+
+  onResponseData(_controller: Controller, chunk: Buffer): void {
+    if (this.superseded) return
+    if (this.held) this.held.chunks.push(chunk)
+    else this.#req.data(chunk)
+  }
+
+  onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    if (this.superseded) return
+    if (this.held) {
+      this.held.ended = true
+      this.held.trailers = trailers
+    } else this.#req.end(trailers)
+  }
+
+  onResponseError(_controller: Controller, err: Error): void {
+    if (this.superseded) return
+    // An abort by the application ends the request now; any other error waits for the bust decision.
+    if (this.held && this.held.error === undefined && !this.#req.aborted) this.held.error = err
+    else this.#req.error(err)
+  }
+}
+
+/** A body that can be sent twice: none, or a string / bytes within the limit. Streams, iterables and forms are sent once. */
+export function replayableBody(body: unknown, limit: number): boolean {
+  if (body === undefined || body === null) return true
+  if (typeof body === 'string') return Buffer.byteLength(body) <= limit
+  if (body instanceof Uint8Array) return body.byteLength <= limit
+  return false
+}

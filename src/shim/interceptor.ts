@@ -1,0 +1,140 @@
+import type { Writable } from 'node:stream'
+import { rootCertificates } from 'node:tls'
+import { LRUCache } from 'lru-cache'
+import { Agent, type Dispatcher } from 'undici'
+import type { Config } from '../config/load.ts'
+import type { LogLevel } from '../config/schema.ts'
+import { compileConfig } from '../config/load.ts'
+import { createBroker, isCompiledConfig, type Broker } from '../daemon.ts'
+import { normalizeHost } from '../proxy/host-pattern.ts'
+import { hasHeader } from './header-list.ts'
+import { InjectedRequest, type ShimDeps } from './inject-handler.ts'
+
+export interface LatchkeyInterceptorOptions {
+  /**
+   * The environment for `${env:NAME}` in the config and for the `env` provider. The library
+   * never reads `process.env` itself: pass it (`{ env: process.env }`) if you want that.
+   */
+  env?: Readonly<Record<string, string | undefined>>
+  /** Relative paths in a raw config resolve against this directory (default: the working directory). */
+  baseDir?: string
+  /** Where JSON log lines go (default: `process.stderr`, so the application's stdout stays its own). */
+  logStream?: Writable
+  /** Overrides `log.level` of the config. */
+  logLevel?: LogLevel
+  /**
+   * Where requests to bound hosts are sent. Default: latchkey's own undici Agent, which always
+   * verifies TLS (even if the application turned verification off) and trusts `upstream.caFile`
+   * on top of the public roots. Requests to other hosts always go to the composed dispatcher.
+   */
+  dispatcher?: Dispatcher
+  /** Fetch every prefetched credential now (default true); `ready` resolves when that is done. */
+  prefetch?: boolean
+}
+
+/** An undici interceptor (`dispatcher.compose(interceptor)`) that adds credentials in-process. */
+export interface LatchkeyInterceptor extends Dispatcher.DispatcherComposeInterceptor {
+  readonly broker: Broker
+  /** Resolves once prefetch has tried every credential. */
+  readonly ready: Promise<void>
+  /** Close latchkey's own agent and providers, and forget every cached secret. */
+  close(): Promise<void>
+}
+
+interface Destination {
+  readonly host: string
+  readonly port: number
+  readonly tls: boolean
+}
+
+/** Distinct origins remembered; origins come from the application, so the memo is bounded. */
+const ORIGIN_MEMO_MAX = 1000
+
+/**
+ * The in-process variant of the proxy: an undici interceptor that, for requests to a host a
+ * credential is bound to (over TLS, or plain http only with `insecure: true`), adds the
+ * credential header from the same cache, and on 401/403 busts it and replays once when the
+ * body is replayable (none, or a string / Buffer within `upstream.retryBodyLimit`). Requests
+ * to any other host pass through untouched. Logs are the broker's redacted pino logger.
+ *
+ * ```ts
+ * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
+ * const latchkey = createLatchkeyInterceptor(config, { env: process.env })
+ * setGlobalDispatcher(getGlobalDispatcher().compose(latchkey))
+ * ```
+ */
+export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInterceptorOptions = {}): LatchkeyInterceptor {
+  const env = options.env ?? {}
+  let compiled: Config = isCompiledConfig(config) ? config : compileConfig(config, { env, baseDir: options.baseDir ?? '.' })
+  if (options.logLevel !== undefined && options.logLevel !== compiled.log.level) {
+    compiled = Object.freeze({ ...compiled, log: Object.freeze({ level: options.logLevel }) })
+  }
+  const broker = createBroker({ config: compiled, env, logStream: options.logStream ?? process.stderr, processMetrics: false })
+  const { upstream } = broker.config
+  const own = options.dispatcher
+    ? undefined
+    : new Agent({
+        headersTimeout: upstream.requestTimeout,
+        bodyTimeout: upstream.requestTimeout,
+        keepAliveTimeout: 30_000,
+        // Explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in the application must not reach credentialed requests (T4).
+        connect: { timeout: upstream.connectTimeout, rejectUnauthorized: true, ...(upstream.ca ? { ca: [...rootCertificates, upstream.ca] } : {}) },
+      })
+  const target = options.dispatcher ?? (own as Agent)
+  const toBound: Dispatcher.Dispatch = target.dispatch.bind(target)
+  const deps: ShimDeps = {
+    cache: broker.cache,
+    logger: broker.logger,
+    metrics: broker.metrics,
+    retryBodyLimit: upstream.retryBodyLimit,
+    requestTimeoutMs: upstream.requestTimeout,
+  }
+  const origins = new LRUCache<string, Destination | false>({ max: ORIGIN_MEMO_MAX })
+  const destination = (origin: string | URL | undefined): Destination | undefined => {
+    if (origin === undefined) return undefined
+    const key = typeof origin === 'string' ? origin : origin.origin
+    let d = origins.get(key)
+    if (d === undefined) {
+      d = parseOrigin(key) ?? false
+      origins.set(key, d)
+    }
+    return d || undefined
+  }
+
+  const interceptor = (dispatch: Dispatcher.Dispatch): Dispatcher.Dispatch =>
+    function latchkeyInterceptor(opts, handler) {
+      const d = destination(opts.origin)
+      const credential = d ? broker.resolver.match(d.host, d.port, d.tls) : undefined
+      if (!d || !credential) return dispatch(opts, handler)
+      if (!credential.injector.overwrite && hasHeader(opts.headers, credential.injector.headerName)) {
+        broker.metrics.requests.inc({ mode: 'shim', outcome: 'client_header_kept' })
+        return toBound(opts, handler)
+      }
+      return new InjectedRequest(deps, toBound, opts, handler, credential, `${d.host}:${d.port}`).start()
+    }
+
+  const ready = options.prefetch === false ? Promise.resolve() : broker.prefetch()
+  return Object.assign(interceptor, {
+    broker,
+    ready,
+    async close() {
+      await Promise.allSettled([own?.close(), broker.providers.closeAll()])
+      broker.cache.clear()
+      broker.scrubber.clear()
+    },
+  })
+}
+
+function parseOrigin(origin: string): Destination | undefined {
+  let u: URL
+  try {
+    u = new URL(origin)
+  } catch {
+    return undefined
+  }
+  const tls = u.protocol === 'https:'
+  if (!tls && u.protocol !== 'http:') return undefined
+  const host = normalizeHost(u.hostname)
+  if (!host) return undefined
+  return { host, port: u.port ? Number(u.port) : tls ? 443 : 80, tls }
+}
