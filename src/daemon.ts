@@ -208,6 +208,12 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
       closing ??= (async () => {
         logger.info({ event: 'draining' }, 'draining in-flight requests')
         const done = Promise.all([closeServer(proxy), closeServer(admin)])
+        // Keep-alive connections become idle as their last response ends: close them as they do.
+        const sweep = setInterval(() => {
+          proxy.closeIdleConnections()
+          admin.closeIdleConnections()
+        }, 25)
+        sweep.unref()
         proxy.closeIdleConnections()
         admin.closeIdleConnections()
         const timer = setTimeout(() => {
@@ -217,6 +223,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         timer.unref()
         await done
         clearTimeout(timer)
+        clearInterval(sweep)
         await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), interceptor && 'close' in interceptor ? (interceptor as { close(): Promise<void> }).close() : undefined])
         cache.clear()
         broker.scrubber.clear()

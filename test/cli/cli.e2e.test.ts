@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict'
+import { execFile, spawnSync } from 'node:child_process'
+import { promisify } from 'node:util'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, test } from 'node:test'
+import { assertNoCanary } from '../helpers/log-capture.ts'
+import { runBin, startBin } from '../helpers/child.ts'
+import { startUpstream, type Upstream } from '../helpers/upstream.ts'
+
+const CANARY = 'cli-canary-token-5d1e9b77'
+let dir: string
+let up: Upstream
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'latchkey-cli-'))
+  up = await startUpstream()
+})
+after(async () => {
+  await up.close()
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function writeConfig(name: string, body: unknown): Promise<string> {
+  const file = path.join(dir, name)
+  await writeFile(file, JSON.stringify(body))
+  return file
+}
+
+const goodConfig = () => ({
+  listen: '127.0.0.1:0',
+  admin: { listen: '127.0.0.1:0' },
+  log: { level: 'trace' },
+  providers: { dev: { type: 'env' } },
+  credentials: { api: { provider: 'dev', ref: 'API_TOKEN', hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true } },
+  routes: { api: { upstream: up.url } },
+})
+
+test('latchkey version prints the package version and exits 0', async () => {
+  const r = await runBin(['version'])
+  assert.equal(r.code, 0)
+  assert.match(r.stdout, /^latchkey \d+\.\d+\.\d+/)
+})
+
+test('latchkey check exits 0 for a valid config and 2 listing every problem with its path', async () => {
+  const good = await writeConfig('good.json', goodConfig())
+  const ok = await runBin(['check', '-c', good])
+  assert.equal(ok.code, 0, ok.stderr)
+  assert.match(ok.stdout, /configuration is valid/)
+  const bad = await writeConfig('bad.json', { listen: 'x', credentials: { a: { provider: 'none', ref: 'R', hosts: ['*'], inject: { type: 'bearer' } } }, bogus: 1 })
+  const r = await runBin(['check', '-c', bad])
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /listen/)
+  assert.match(r.stderr, /bogus/)
+})
+
+test('latchkey check finds no config and says how to give one', async () => {
+  const r = await runBin(['check'], { cwd: dir })
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /no configuration/)
+})
+
+test('latchkey doctor shows fingerprints, never values, and exits 1 when a credential cannot be fetched', async () => {
+  const file = await writeConfig('doctor.json', {
+    ...goodConfig(),
+    credentials: { ...goodConfig().credentials, broken: { provider: 'dev', ref: 'UNSET_VAR', hosts: ['broken.example.com'], inject: { type: 'bearer' } } },
+  })
+  const r = await runBin(['doctor', '-c', file], { env: { API_TOKEN: CANARY } })
+  assert.equal(r.code, 1)
+  assert.match(r.stdout, /ok {3}api: sha256:[0-9a-f]{8}/)
+  assert.match(r.stdout, /FAIL broken: secret_not_found/)
+  assertNoCanary([r.stdout, r.stderr], [CANARY])
+  const fine = await runBin(['doctor', '-c', await writeConfig('doctor-ok.json', goodConfig())], { env: { API_TOKEN: CANARY } })
+  assert.equal(fine.code, 0, fine.stdout)
+})
+
+test('latchkey doctor --dry-run says which credential a URL would get, or why none', async () => {
+  const file = await writeConfig('dry.json', goodConfig())
+  const yes = await runBin(['doctor', '-c', file, '--dry-run', `http://127.0.0.1:${up.port}/x`])
+  assert.equal(yes.code, 0)
+  assert.match(yes.stdout, /credential api/)
+  const no = await runBin(['doctor', '-c', file, '--dry-run', 'https://elsewhere.example/'])
+  assert.equal(no.code, 1)
+  assert.match(no.stdout, /no credential is bound/)
+})
+
+test('latchkey run serves requests, logs redacted lines, and drains an in-flight request on SIGTERM before exiting 0', async () => {
+  const file = await writeConfig('run.json', goodConfig())
+  const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
+  up.handle((_req, res) => setTimeout(() => res.end('slow ok'), 400))
+  const inflight = fetch(`${d.proxyUrl}/api/slow`).then(async (r) => ({ status: r.status, text: await r.text() }))
+  await new Promise((r) => setTimeout(r, 100))
+  d.child.kill('SIGTERM')
+  const res = await inflight
+  assert.equal(res.status, 200)
+  assert.equal(res.text, 'slow ok')
+  const ran = await d.exited
+  assert.equal(ran.code, 0)
+  assert.equal(up.received.at(-1)?.headers.authorization, `Bearer ${CANARY}`)
+  assertNoCanary(d.output(), [CANARY])
+  up.handle((_req, res) => res.end('ok'))
+})
+
+test('env-only mode runs one credential from LATCHKEY_* variables', async () => {
+  const d = await startBin(['run'], {
+    cwd: dir,
+    env: { LATCHKEY_ALLOWED_HOSTS: `127.0.0.1:${up.port}`, LATCHKEY_SECRET: 'MY_TOKEN', MY_TOKEN: CANARY, LATCHKEY_AUTH: 'header:X-Api-Key', LATCHKEY_LISTEN: '127.0.0.1:0', LATCHKEY_ADMIN_LISTEN: '127.0.0.1:0', LATCHKEY_INSECURE: 'true', LATCHKEY_LOG_LEVEL: 'debug' },
+  })
+  try {
+    const { ProxyAgent, request } = await import('undici')
+    const agent = new ProxyAgent(d.proxyUrl)
+    const r = await request(`${up.url}/env-mode`, { dispatcher: agent })
+    await r.body.dump()
+    await agent.close()
+    assert.equal(r.statusCode, 200)
+    assert.equal(up.received.at(-1)?.headers['x-api-key'], CANARY)
+  } finally {
+    d.child.kill('SIGTERM')
+  }
+  const ran = await d.exited
+  assert.equal(ran.code, 0)
+  assertNoCanary(ran.stdout + ran.stderr, [CANARY])
+})
+
+test('env-only mode with an empty allowlist refuses to start', async () => {
+  const r = await runBin(['run'], { cwd: dir, env: { LATCHKEY_ALLOWED_HOSTS: '', LATCHKEY_SECRET: 'X' } })
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /LATCHKEY_ALLOWED_HOSTS/)
+})
+
+const curl = spawnSync('curl', ['--version']).status === 0
+test('curl -x through the forward proxy delivers the credential upstream', { skip: curl ? false : 'curl is not installed on this machine' }, async () => {
+  const file = await writeConfig('curl.json', goodConfig())
+  const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
+  try {
+    // Asynchronous: the upstream lives in this process and must keep serving while curl runs.
+    const run = promisify(execFile)
+    const out = (await run('curl', ['-sS', '--max-time', '10', '-x', d.proxyUrl, `${up.url}/via-curl`], { env: { PATH: process.env.PATH ?? '', NO_PROXY: '' } })).stdout
+    assert.equal(out, 'ok')
+    assert.equal(up.received.at(-1)?.url, '/via-curl')
+    assert.equal(up.received.at(-1)?.headers.authorization, `Bearer ${CANARY}`)
+    const denied = (await run('curl', ['-sS', '--max-time', '10', '-x', d.proxyUrl, '-o', '-', '-w', '%{http_code}', 'http://127.0.0.9:9/'], { env: { PATH: process.env.PATH ?? '' } })).stdout
+    assert.match(denied, /egress_denied/)
+    assert.match(denied, /403$/)
+  } finally {
+    d.child.kill('SIGTERM')
+    await d.exited
+  }
+})
