@@ -72,39 +72,3 @@ export function serializeError(value: unknown): SerializedError | string {
     return { type: 'Error', message: '[error could not be serialized]' }
   }
 }
-
-/** Nodes visited per log object before the walk gives up (a huge object is left to the scrubber). */
-const WALK_BUDGET = 200
-const WALK_DEPTH = 4
-
-function isPlain(v: object): boolean {
-  const proto: unknown = Object.getPrototypeOf(v)
-  return proto === Object.prototype || proto === null || Array.isArray(v)
-}
-
-/**
- * Replace Errors found anywhere in a log object (not only under `err`), and binary buffers,
- * which JSON would print as byte arrays that no text scrubber recognises. Copy on write:
- * the caller's object is never modified, and an object without either is returned as is.
- */
-export function replaceErrors<T extends object>(obj: T): T {
-  const budget = { left: WALK_BUDGET }
-  return (walk(obj, 0, budget) ?? obj) as T
-}
-
-/** Returns a replacement for `v`, or undefined when `v` needs none. */
-function walk(v: unknown, depth: number, budget: { left: number }): unknown {
-  if (typeof v !== 'object' || v === null) return undefined
-  if (v instanceof Error) return serializeError(v)
-  if (ArrayBuffer.isView(v)) return `[binary ${v.byteLength} bytes]`
-  if (depth >= WALK_DEPTH || !isPlain(v) || --budget.left < 0) return undefined
-  let copy: Record<string, unknown> | unknown[] | undefined
-  const src = v as Record<string, unknown>
-  for (const key of Object.keys(src)) {
-    const replaced = walk(src[key], depth + 1, budget)
-    if (replaced === undefined) continue
-    copy ??= Array.isArray(v) ? [...v] : { ...src }
-    ;(copy as Record<string, unknown>)[key] = replaced
-  }
-  return copy
-}

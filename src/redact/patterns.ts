@@ -69,7 +69,8 @@ const RULES: readonly Rule[] = [
   },
   {
     name: 'url-userinfo',
-    source: String.raw`\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#"'<>\\@]+(?:@[^\s/?#"'<>\\@]+)*@`,
+    // Anchored on the literal `://` (a fast search) rather than on the scheme.
+    source: String.raw`(://)[^\s/?#"'<>\\@]+(?:@[^\s/?#"'<>\\@]+)*@`,
     replacement: `$1${REDACTED}@`,
   },
   {
@@ -84,15 +85,17 @@ const RULES: readonly Rule[] = [
   },
   {
     name: 'query-parameter',
-    source: String.raw`((?:^|[?&;\s])(?i:${SECRET_KEYS})=)[^&#\s"\\;,]+`,
-    replacement: `$1${REDACTED}`,
+    // Anchored on `=` (a fast search); the name is checked behind it.
+    source: String.raw`=(?<=(?:^|[?&;\s])(?i:${SECRET_KEYS})=)[^&#\s"\\;,]+`,
+    replacement: `=${REDACTED}`,
   },
   {
     name: 'header-line',
-    // Starts after a separator or an escaped line break; the value runs to the next (escaped)
-    // line break or the end of the JSON string, through escaped quotes (`Digest a=\"x\"`).
-    source: String.raw`((?:^|[^A-Za-z0-9-]|\\[nr])(?i:${SECRET_HEADER_LINES})\s*:[ \t]*)(?:[^"\\\r\n]|\\[^rn])+`,
-    replacement: `$1${REDACTED}`,
+    // `Name: value` after a separator or an escaped line break, anchored on the `:`. The value
+    // runs to the next (escaped) line break or the end of the JSON string, through escaped
+    // quotes (`Digest a=\"x\"`).
+    source: String.raw`:(?<=(?:^|[^A-Za-z0-9-]|\\[nr])(?i:${SECRET_HEADER_LINES})\s*:)([ \t]*)(?:[^"\\\r\n]|\\[^rn])+`,
+    replacement: `:$1${REDACTED}`,
   },
   {
     name: 'aws-access-key-id',

@@ -1,9 +1,9 @@
 /**
- * Header names whose values are credentials, and the pino `redact` paths that censor
- * them wherever a `headers` object is logged. Compiled once per logger.
+ * Header names whose values are credentials. Their values are censored in every logged
+ * header collection (see `log-object.ts`), whatever the casing of the name.
  */
 
-/** Always redacted; a credential's own injected header is added by the caller. */
+/** Always censored; the headers each credential injects are added by the caller. */
 export const DEFAULT_SENSITIVE_HEADERS: readonly string[] = [
   'authorization',
   'proxy-authorization',
@@ -14,32 +14,7 @@ export const DEFAULT_SENSITIVE_HEADERS: readonly string[] = [
   'x-amz-security-token',
 ]
 
-/** RFC 9110 token: anything else cannot be a header name (and could not be quoted safely in a path). */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-
-/** `x-api-key` -> `X-Api-Key`: the casing most clients and SDKs use for the header objects they log. */
-function titleCase(name: string): string {
-  return name.replace(/(^|-)([a-z])/g, (_m, sep: string, c: string) => sep + c.toUpperCase())
-}
-
-/**
- * Redact paths for each header name (lowercased, plus its Title-Case spelling) in a
- * top-level `headers` object and in `headers` one or two levels down (`req.headers`,
- * `res.headers`, `request.headers`, `response.headers`, `err.config.headers`, ...).
- * Names that are not valid header tokens are ignored.
- */
-export function headerRedactPaths(extra: readonly string[] = []): string[] {
-  const names = new Set<string>()
-  for (const raw of [...DEFAULT_SENSITIVE_HEADERS, ...extra]) {
-    const lower = raw.toLowerCase()
-    if (!TOKEN.test(lower)) continue
-    names.add(lower)
-    names.add(titleCase(lower))
-  }
-  const paths: string[] = []
-  for (const name of names) {
-    const prop = `headers["${name}"]`
-    paths.push(prop, `*.${prop}`, `*.*.${prop}`)
-  }
-  return paths
+/** The defaults plus `extra`, lowercased: looked up with `name.toLowerCase()`. */
+export function sensitiveHeaderSet(extra: readonly string[] = []): ReadonlySet<string> {
+  return new Set([...DEFAULT_SENSITIVE_HEADERS, ...extra].map((n) => n.trim().toLowerCase()).filter((n) => n.length > 0))
 }

@@ -111,13 +111,17 @@ describe('createLogger', () => {
     }
   })
 
-  test('sensitive header names are censored in any headers object even when the value is not held', () => {
+  test('sensitive header values are censored in any header collection, any casing, even when the value is not held', () => {
     const { logs, logger } = setup({ register: false, sensitiveHeaders: ['X-Custom-Auth'] })
-    const h = { authorization: 'plainvalue1', 'x-api-key': 'plainvalue2', cookie: 'plainvalue3', 'x-custom-auth': 'plainvalue4', 'X-Custom-Auth': 'plainvalue5', accept: 'text/html' }
-    logger.info({ headers: h, req: { headers: h }, res: { headers: { 'set-cookie': 'plainvalue6' } }, request: { headers: h }, upstream: { response: { headers: { 'X-Vault-Token': 'plainvalue7' } } } }, 'headers')
+    const h = { authorization: 'plainvalue1', 'X-API-Key': 'plainvalue2', Cookie: 'plainvalue3', 'x-custom-auth': 'plainvalue4', 'X-Custom-Auth': 'plainvalue5', accept: 'text/html' }
+    logger.info({ headers: h, req: { headers: h }, res: { headers: { 'set-cookie': ['plainvalue6'] } }, request: { headers: h }, upstream: { response: { headers: { 'X-Vault-Token': 'plainvalue7' } } } }, 'headers')
+    logger.info({ rawHeaders: ['Host', 'h', 'Proxy-Authorization', 'plainvalue8'], pairs: { headers: [['x-amz-security-token', 'plainvalue9'], ['accept', '*/*']] } }, 'raw')
+    logger.child({ headers: { authorization: 'plainvalue10' } }).info('bound')
     const text = logs.text()
-    for (let i = 1; i <= 7; i++) assert.ok(!text.includes(`plainvalue${i}`), `plainvalue${i} censored`)
+    for (let i = 1; i <= 10; i++) assert.ok(!text.includes(`plainvalue${i}"`), `plainvalue${i} censored`)
     assert.ok(text.includes('"accept":"text/html"'))
+    assert.ok(text.includes('["accept","*/*"]'))
+    assert.ok(text.includes('"Host","h"'))
     // The caller's object is not modified by redaction.
     assert.equal(h.authorization, 'plainvalue1')
   })
