@@ -1,0 +1,209 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { BadAdmissionReview, reviewAdmission, type AdmissionResult } from '../../src/injector/admission-review.ts'
+import { readAnnotations } from '../../src/injector/annotations.ts'
+import { POD_PATHS } from '../../src/injector/sidecar.ts'
+import { admissionReview, INJECT, pod, SIDECAR, type Pod } from './fixtures.ts'
+import { applyPatch, type Operation } from './json-patch.ts'
+import { validateObject } from './schema.ts'
+
+/** Run the review, check the envelope, and return the patched pod (the original when there is no patch). */
+async function admit(p: Pod, o: Parameters<typeof admissionReview>[1] = {}): Promise<{ result: AdmissionResult; patched: Pod; ops: Operation[] }> {
+  const result = reviewAdmission(admissionReview(p, o), SIDECAR)
+  const r = result.review
+  assert.equal(r.apiVersion, 'admission.k8s.io/v1')
+  assert.equal(r.kind, 'AdmissionReview')
+  assert.equal(r.response.uid, o.uid ?? '705ab4f5-6393-11e8-b7cc-42010a800002')
+  if (r.response.patch === undefined) {
+    assert.equal(r.response.patchType, undefined)
+    return { result, patched: p, ops: [] }
+  }
+  assert.equal(r.response.patchType, 'JSONPatch')
+  const ops = JSON.parse(Buffer.from(r.response.patch, 'base64').toString('utf8')) as Operation[]
+  assert.ok(Array.isArray(ops) && ops.length > 0)
+  const patched = applyPatch(p, ops)
+  const schema = await validateObject(patched)
+  assert.deepEqual(schema, { ok: true }, `patched pod must validate against the Pod schema: ${JSON.stringify(schema)}`)
+  return { result, patched, ops }
+}
+
+type C = Record<string, unknown> & { name: string; env?: { name: string; value?: string }[]; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] }
+const envOf = (c: unknown) => Object.fromEntries(((c as C).env ?? []).map((e) => [e.name, e.value]))
+
+describe('latchkey injector: AdmissionReview v1', () => {
+  it('injects the native sidecar first among init containers of a plain annotated pod, with its volumes and the proxy variables', async () => {
+    const { result, patched } = await admit(pod(INJECT))
+    assert.equal(result.outcome, 'injected')
+    assert.equal(result.review.response.allowed, true)
+    const init = patched.spec.initContainers as C[]
+    assert.equal(init.length, 1)
+    const sidecar = init[0] as C
+    assert.equal(sidecar.name, 'latchkey')
+    assert.equal(sidecar.restartPolicy, 'Always')
+    assert.equal(sidecar.image, SIDECAR.image)
+    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/latchkey.yaml'])
+    assert.deepEqual(sidecar.securityContext, {
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    })
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal((sidecar[probe] as { httpGet: { port: string } }).httpGet.port, 'latchkey-admin')
+    const volumes = patched.spec.volumes as { name: string; configMap?: { name: string } }[]
+    assert.deepEqual(volumes.map((v) => v.name), ['latchkey-config', 'latchkey-state', 'latchkey-shared'])
+    assert.equal(volumes[0]?.configMap?.name, 'latchkey-config')
+    const env = envOf(patched.spec.containers[0])
+    assert.equal(env.HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(env.https_proxy, 'http://127.0.0.1:8181')
+    assert.equal(env.LATCHKEY_URL, 'http://127.0.0.1:8181')
+    assert.match(env.NO_PROXY ?? '', /127\.0\.0\.1/)
+    assert.equal(env.SSL_CERT_FILE, undefined, 'CA variables only with latchkey.dev/intercept')
+    assert.equal(patched.metadata.annotations?.['latchkey.dev/status'], 'injected')
+    // The app container is otherwise untouched.
+    assert.deepEqual(patched.spec.containers[0]?.command, ['python', 'train.py'])
+  })
+
+  it('leaves an already injected pod alone, so injection is idempotent', async () => {
+    const once = await admit(pod(INJECT))
+    const twice = await admit(once.patched)
+    assert.equal(twice.result.outcome, 'skipped')
+    assert.equal(twice.result.review.response.allowed, true)
+    assert.equal(twice.result.review.response.patch, undefined)
+    // A pod that carries a latchkey container by hand (the base manifests) is left alone too.
+    const manual = pod(INJECT, { initContainers: [{ name: 'latchkey', image: 'x:1', restartPolicy: 'Always' }] })
+    assert.equal((await admit(manual)).result.outcome, 'skipped')
+  })
+
+  it('wires every container of a multi-container pod and never replaces a variable a container already sets', async () => {
+    const p = pod(INJECT, {
+      containers: [
+        { name: 'train', image: 'python:3.12-slim' },
+        { name: 'uploader', image: 'curlimages/curl:8.10.1', env: [{ name: 'HTTP_PROXY', value: 'http://corporate-proxy:3128' }, { name: 'KEEP', value: '1' }] },
+        { name: 'metrics', image: 'busybox:1.36', env: [] },
+      ],
+    })
+    const { patched } = await admit(p)
+    const [train, uploader, metrics] = patched.spec.containers
+    assert.equal(envOf(train).HTTPS_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(envOf(uploader).HTTP_PROXY, 'http://corporate-proxy:3128', 'the container’s own HTTP_PROXY wins')
+    assert.equal(envOf(uploader).http_proxy, 'http://127.0.0.1:8181')
+    assert.equal(envOf(uploader).KEEP, '1')
+    assert.equal((uploader as C).env?.filter((e) => e.name === 'HTTP_PROXY').length, 1, 'no duplicate variable')
+    assert.equal(envOf(metrics).HTTP_PROXY, 'http://127.0.0.1:8181')
+  })
+
+  it('puts the sidecar before existing init containers and gives them the proxy variables too', async () => {
+    const p = pod(INJECT, {
+      initContainers: [
+        { name: 'fetch-data', image: 'python:3.12-slim', env: [{ name: 'DATASET', value: 's3://bucket/x' }] },
+        { name: 'migrate', image: 'python:3.12-slim' },
+      ],
+      volumes: [{ name: 'data', emptyDir: {} }],
+    })
+    const { patched } = await admit(p)
+    const init = patched.spec.initContainers as C[]
+    assert.deepEqual(init.map((c) => c.name), ['latchkey', 'fetch-data', 'migrate'])
+    assert.equal(envOf(init[1]).DATASET, 's3://bucket/x')
+    assert.equal(envOf(init[1]).HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(envOf(init[2]).HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(envOf(init[0]).HTTP_PROXY, undefined, 'the sidecar itself gets no proxy variables')
+    assert.deepEqual((patched.spec.volumes as { name: string }[]).map((v) => v.name), ['data', 'latchkey-config', 'latchkey-state', 'latchkey-shared'])
+  })
+
+  it('with latchkey.dev/intercept mounts the public CA read-only into app containers and sets the CA variables', async () => {
+    const { patched } = await admit(pod({ ...INJECT, 'latchkey.dev/intercept': 'true', 'latchkey.dev/config-key': 'config.yaml' }))
+    const app = patched.spec.containers[0] as C
+    assert.deepEqual(app.volumeMounts, [{ name: 'latchkey-shared', mountPath: POD_PATHS.sharedDir, readOnly: true }])
+    const env = envOf(app)
+    assert.equal(env.SSL_CERT_FILE, '/var/run/latchkey/ca-bundle.pem')
+    assert.equal(env.REQUESTS_CA_BUNDLE, '/var/run/latchkey/ca-bundle.pem')
+    assert.equal(env.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
+    const sidecar = (patched.spec.initContainers as C[])[0] as C
+    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/config.yaml'])
+    // The CA key's directory is mounted in the sidecar only.
+    assert.ok(!app.volumeMounts?.some((m) => m.name === 'latchkey-state'))
+  })
+
+  it('with latchkey.dev/env "false" adds the sidecar but sets no variables', async () => {
+    const { patched } = await admit(pod({ ...INJECT, 'latchkey.dev/env': 'false' }))
+    assert.equal((patched.spec.initContainers as C[])[0]?.name, 'latchkey')
+    assert.equal(patched.spec.containers[0]?.env, undefined)
+  })
+
+  for (const [title, annotations, expected] of [
+    ['a value other than "true" or "false"', { ...INJECT, 'latchkey.dev/inject': 'yes' }, /latchkey\.dev\/inject: "yes" is not "true" or "false"/],
+    ['inject without a config name', { 'latchkey.dev/inject': 'true' }, /latchkey\.dev\/config is missing/],
+    ['a config name that is not DNS-1123', { ...INJECT, 'latchkey.dev/config': 'Latchkey_Config' }, /"Latchkey_Config" is not a valid ConfigMap name \(a DNS-1123 subdomain/],
+    ['a config name that is too long', { ...INJECT, 'latchkey.dev/config': 'a'.repeat(254) }, /is not a valid ConfigMap name/],
+    ['an invalid config key', { ...INJECT, 'latchkey.dev/config-key': '../etc/passwd' }, /latchkey\.dev\/config-key: "..\/etc\/passwd" is not a valid ConfigMap key/],
+    ['a misspelt latchkey annotation', { ...INJECT, 'latchkey.dev/intercpt': 'true' }, /unknown annotation latchkey\.dev\/intercpt/],
+    ['a bad env flag', { ...INJECT, 'latchkey.dev/env': 'False' }, /latchkey\.dev\/env: "False" is not "true" or "false"/],
+  ] as const) {
+    it(`refuses a pod with ${title}, with a message that names the annotation`, async () => {
+      const { result } = await admit(pod(annotations))
+      assert.equal(result.outcome, 'denied')
+      const r = result.review.response
+      assert.equal(r.allowed, false)
+      assert.equal(r.patch, undefined)
+      assert.equal(r.status?.code, 422)
+      assert.match(r.status?.message ?? '', /^latchkey injector refused pod pipelines\/train-model: /)
+      assert.match(r.status?.message ?? '', expected)
+    })
+  }
+
+  it('reports every annotation problem at once', () => {
+    const r = readAnnotations({ 'latchkey.dev/inject': 'true', 'latchkey.dev/env': 'nope', 'latchkey.dev/foo': 'x' })
+    assert.equal(r.ok, false)
+    assert.equal(r.ok === false && r.problems.length, 3)
+  })
+
+  it('refuses hostNetwork pods and pods that already use a latchkey volume name', async () => {
+    const host = await admit(pod(INJECT, { hostNetwork: true }))
+    assert.match(host.result.review.response.status?.message ?? '', /hostNetwork/)
+    const clash = await admit(pod(INJECT, { volumes: [{ name: 'latchkey-config', emptyDir: {} }] }))
+    assert.match(clash.result.review.response.status?.message ?? '', /already has a volume named latchkey-config/)
+  })
+
+  it('allows pods without the annotation, or with inject "false", unchanged', async () => {
+    for (const a of [undefined, { 'latchkey.dev/inject': 'false' }, { unrelated: 'x' }]) {
+      const { result } = await admit(pod(a))
+      assert.equal(result.outcome, 'skipped')
+      assert.equal(result.review.response.allowed, true)
+      assert.equal(result.review.response.patch, undefined)
+    }
+  })
+
+  it('allows other kinds, other operations and subresources unchanged, even with bad annotations', async () => {
+    const bad = pod({ 'latchkey.dev/inject': 'maybe' })
+    const cases = [
+      { kind: { group: 'apps', version: 'v1', kind: 'Deployment' } },
+      { operation: 'DELETE' },
+      { operation: 'UPDATE' },
+      { operation: 'CONNECT', subResource: 'exec' },
+      { subResource: 'ephemeralcontainers' },
+    ]
+    for (const c of cases) {
+      const { result } = await admit(bad, c)
+      assert.equal(result.outcome, 'ignored', JSON.stringify(c))
+      assert.equal(result.review.response.allowed, true)
+      assert.equal(result.review.response.patch, undefined)
+    }
+  })
+
+  it('refuses a body that is not an AdmissionReview v1', () => {
+    assert.throws(() => reviewAdmission({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: { uid: 'x' } }, SIDECAR), BadAdmissionReview)
+    assert.throws(() => reviewAdmission({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: {} }, SIDECAR), /request\.uid/)
+    assert.throws(() => reviewAdmission([], SIDECAR), BadAdmissionReview)
+  })
+
+  it('names a pod created from generateName in its messages', async () => {
+    const p = pod({ 'latchkey.dev/inject': 'true' })
+    delete p.metadata.name
+    p.metadata.generateName = 'train-model-'
+    const { result } = await admit(p)
+    assert.match(result.review.response.status?.message ?? '', /pod pipelines\/train-model-\*/)
+  })
+})
