@@ -86,7 +86,7 @@ const RULES: readonly Rule[] = [
   {
     name: 'query-parameter',
     // Anchored on `=` (a fast search); the name is checked behind it.
-    source: String.raw`=(?<=(?:^|[?&;\s])(?i:${SECRET_KEYS})=)[^&#\s"\\;,]+`,
+    source: String.raw`=(?<=(?:^|[?&;\s"])(?i:${SECRET_KEYS})=)[^&#\s"\\;,]+`,
     replacement: `=${REDACTED}`,
   },
   {

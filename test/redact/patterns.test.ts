@@ -30,6 +30,7 @@ describe('scrubPatterns', () => {
     ['URL userinfo with an @ in the password', 'redis://user:p@ss@cache.internal/0', `redis://${R}@cache.internal/0`],
     ['a token as URL user', 'clone https://ghs_abc123@github.com/o/r.git', `clone https://${R}@github.com/o/r.git`],
     ['a query parameter', 'https://h/cb?code=1&access_token=abc123&state=x', `https://h/cb?code=1&access_token=${R}&state=x`],
+    ['a query string logged on its own', 'access_token=abc123&state=x', `access_token=${R}&state=x`],
     ['a form body parameter', 'grant_type=client_credentials&client_secret=shh-123', `grant_type=client_credentials&client_secret=${R}`],
     ['an AWS access key id', 'key AKIAIOSFODNN7EXAMPLE used', `key ${R} used`],
     ['an AWS session key id', 'ASIAY34FZKBOKMUTVV7A', R],

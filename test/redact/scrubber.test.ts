@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { inspect } from 'node:util'
 import { describe, test } from 'node:test'
+import fc from 'fast-check'
 import { Scrubber } from '../../src/redact/scrubber.ts'
 import { assertNoCanary } from '../helpers/log-capture.ts'
 
@@ -151,5 +152,29 @@ describe('Scrubber', () => {
     s.set('cred', [CANARY])
     assertNoCanary([inspect(s), JSON.stringify(s), inspect(s, { showHidden: true })], [CANARY])
     assert.equal(JSON.stringify(s), '{"size":1}')
+  })
+
+  test('for any secret, a JSON line carrying it in every form scrubs to valid JSON with no form left', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', minLength: 2, maxLength: 40 }), fc.string({ maxLength: 6 }), (tail, around) => {
+        // A distinctive head, as real secrets are random: a value made of JSON punctuation
+        // (`{"ms`) would also match the line's own structure.
+        const secret = 'K9' + tail
+        const s = new Scrubber()
+        s.set('k', [secret])
+        const bytes = Buffer.from(secret)
+        const line = JSON.stringify({
+          msg: `${around}${secret}${around}`,
+          b64: bytes.toString('base64'),
+          url: `https://h/?q=${encodeURIComponent(secret)}&f=${new URLSearchParams({ f: secret }).toString().slice(2)}`,
+          blob: Buffer.concat([Buffer.from(around), bytes, Buffer.from('tail')]).toString('base64'),
+          inner: JSON.stringify({ v: secret }),
+        })
+        const out = s.scrub(line)
+        JSON.parse(out)
+        assertNoCanary(out, [secret])
+      }),
+      { numRuns: 300 },
+    )
   })
 })
