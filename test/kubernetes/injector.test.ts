@@ -168,7 +168,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
   })
 
   it('allows pods without the annotation, or with inject "false", unchanged', async () => {
-    for (const a of [undefined, { 'latchkey.dev/inject': 'false' }, { unrelated: 'x' }]) {
+    for (const a of [undefined, { 'latchkey.dev/inject': 'false' }, { unrelated: 'x' }] as (Record<string, string> | undefined)[]) {
       const { result } = await admit(pod(a))
       assert.equal(result.outcome, 'skipped')
       assert.equal(result.review.response.allowed, true)
