@@ -2,6 +2,7 @@ import type { ProviderFactory } from './provider.ts'
 import { envProvider } from './env.ts'
 import { fileProvider } from './file.ts'
 import { vaultProvider } from './vault.ts'
+import { awsProvider } from './aws.ts'
 
 /**
  * Provider types by name. Each module here is light (a zod schema and a factory);
@@ -11,4 +12,5 @@ export const PROVIDERS: Readonly<Record<string, ProviderFactory>> = {
   env: envProvider,
   file: fileProvider,
   vault: vaultProvider,
+  aws: awsProvider,
 }
