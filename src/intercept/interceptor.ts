@@ -153,7 +153,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     })
     tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
       if (secured) return // the http server reports and closes
-      const reason = sniRefused !== undefined ? 'sni_mismatch' : !ipLiteral && tlsSocket.servername === undefined ? 'sni_missing' : 'handshake_failed'
+      const reason = sniRefused !== undefined ? 'sni_mismatch' : !ipLiteral && !tlsSocket.servername ? 'sni_missing' : 'handshake_failed'
       logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, reason === 'handshake_failed' ? 'TLS handshake inside the tunnel failed (does the client trust the latchkey CA?)' : 'TLS handshake refused: the client must send SNI naming the CONNECT host')
       tlsSocket.destroy()
     })

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startDaemon, type Daemon } from '../../src/daemon.ts'
-import { createInterceptor } from '../../src/intercept/interceptor.ts'
+import { createInterceptor, type Interceptor } from '../../src/intercept/interceptor.ts'
 import { captureLogs, type LogCapture } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
@@ -49,6 +49,7 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
     res.end(JSON.stringify({ path: req.url, host: req.headers.host, credential }))
   })
   const logs = captureLogs()
+  let interceptor: Interceptor | undefined
   const daemon = await startDaemon(
     {
       baseDir: dir,
@@ -67,7 +68,7 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
         credentials: { api: { provider: 'dev', ref: 'LK_TEST_TOKEN', hosts: [`localhost:${upstream.port}`], inject: { type: 'bearer' } } },
       },
     },
-    { interceptor: createInterceptor },
+    { interceptor: async (broker, forwarder) => (interceptor = await createInterceptor(broker, forwarder)) },
   )
   const caFile = path.join(dir, 'ca', 'ca.pem')
   const bundleFile = path.join(dir, 'ca', 'ca-bundle.pem')
@@ -86,7 +87,8 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
     upstreamCaFile,
     logs,
     async close() {
-      await daemon.close(2000)
+      // Together: the daemon's proxy waits for tunnel sockets that only the interceptor can end.
+      await Promise.all([interceptor?.close(2000), daemon.close(2000)])
       await upstream.close()
       await rm(dir, { recursive: true, force: true })
     },
