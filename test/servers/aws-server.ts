@@ -83,6 +83,8 @@ export interface AwsServer {
   failNext(n: number, status: number, filter?: PathFilter, type?: string): void
   /** Answer the next `n` with ThrottlingException (400), optionally with `retry-after` seconds. */
   throttleNext(n: number, filter?: PathFilter, retryAfterSeconds?: number): void
+  /** Drop pending failures and latency: the server is healthy again. */
+  recover(): void
   /** Session credentials issued by AssumeRole, newest last. */
   readonly sessions: ReadonlyArray<AwsCredentials & { roleArn: string; sessionName: string }>
   /** Requests served; with a filter, those whose SecretId (or, for STS, `AssumeRole <RoleArn>`) contains / matches it. */
@@ -407,6 +409,10 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
     },
     throttleNext(n, filter, retryAfterSeconds) {
       faults.push({ remaining: n, status: 400, filter, type: 'ThrottlingException', retryAfter: retryAfterSeconds === undefined ? undefined : String(retryAfterSeconds) })
+    },
+    recover() {
+      faults.length = 0
+      latencies.length = 0
     },
     requestCount(filter) {
       return log.filter((l) => matches(filter, l.secretId)).length

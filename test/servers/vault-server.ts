@@ -105,6 +105,8 @@ export interface VaultServer {
    */
   failNext(n: number, status: number, filter?: PathFilter, errors?: string[]): void
   throttleNext(n: number, filter?: PathFilter): void
+  /** Drop pending failures and latency: the server is healthy again. */
+  recover(): void
   /** Requests served, optionally only those whose path (`/v1/...`, no query) matches. */
   requestCount(filter?: PathFilter): number
   /** Every request's method, path and the token header it carried (for assertions). */
@@ -453,6 +455,10 @@ export async function startVaultServer(options: VaultServerOptions = {}): Promis
     },
     throttleNext(n, filter) {
       faults.push({ remaining: n, status: 429, filter, errors: undefined })
+    },
+    recover() {
+      faults.length = 0
+      latencies.length = 0
     },
     requestCount(filter) {
       return log.filter((l) => matches(filter, l.path)).length
