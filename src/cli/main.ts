@@ -4,8 +4,10 @@ import { fileURLToPath } from 'node:url'
 import { Command, CommanderError } from 'commander'
 import { startDaemon } from '../daemon.ts'
 import { loadConfigFile } from '../config/load.ts'
+import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
 import { createEchoServer } from './echo-server.ts'
+import { execCommand } from './exec-command.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -82,6 +84,9 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
       io.stdout.write(`latchkey ${version()}\n`)
       setCode(0)
     })
+
+  program.addCommand(execCommand(io, setCode))
+  program.addCommand(caCommand(io, setCode))
 
   return program
 }
