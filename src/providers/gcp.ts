@@ -1,0 +1,226 @@
+import { readFileSync } from 'node:fs'
+import { rootCertificates } from 'node:tls'
+import type { SecretManagerServiceClient } from '@google-cloud/secret-manager'
+import { z } from 'zod'
+import { ProviderError } from '../errors.ts'
+import { crc32c } from './crc32c.ts'
+import { mapGcpError } from './gcp-errors.ts'
+import type { ProviderCheck, ProviderContext, ProviderFactory, SecretProvider } from './provider.ts'
+import { SecretValue } from './secret-value.ts'
+
+const optionsSchema = z
+  .object({
+    type: z.literal('gcp'),
+    /** Project id or number for short refs; else `GOOGLE_CLOUD_PROJECT`, `GCLOUD_PROJECT`, else the one the credentials name. */
+    project: z
+      .string()
+      .regex(/^[A-Za-z0-9.:-]{1,100}$/, 'a project id (my-project) or number')
+      .optional(),
+    /**
+     * Host name of the Secret Manager endpoint: a regional endpoint
+     * (`secretmanager.europe-west1.rep.googleapis.com`, needed for regional secrets) or a
+     * Private Service Connect name. Default `secretmanager.googleapis.com`.
+     */
+    apiEndpoint: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])$/, 'a host name without scheme, port or path')
+      .optional(),
+    /** Port of `apiEndpoint`. Default 443. */
+    port: z.number().int().min(1).max(65535).optional(),
+    /**
+     * A credentials JSON file (service-account key, `external_account` for Workload
+     * Identity Federation, `authorized_user`); else `GOOGLE_APPLICATION_CREDENTIALS`, else
+     * Application Default Credentials (GKE Workload Identity / the metadata server, gcloud login).
+     */
+    credentialsFile: z.string().min(1).optional(),
+    /** PEM CA bundle trusted for the endpoint's certificate on top of the system store (a private endpoint behind a private CA); else `upstream.caFile`. */
+    caFile: z.string().min(1).optional(),
+  })
+  .strict()
+
+type GcpOptions = z.infer<typeof optionsSchema>
+
+const SECRET_ID = /^[A-Za-z0-9_-]{1,255}$/
+const VERSION = /^(latest|[1-9][0-9]{0,18})$/
+const PROJECT = /^[A-Za-z0-9.:-]{1,100}$/
+const LOCATION = /^[a-z0-9-]{1,63}$/
+const FULL_NAME = /^projects\/([^/]+)(?:\/locations\/([^/]+))?\/secrets\/([^/]+)(?:\/versions\/([^/]+))?$/
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/** `accessSecretVersion`'s answer, as far as latchkey reads it. */
+interface AccessResponse {
+  name?: string | null
+  payload?: { data?: Uint8Array | string | null; dataCrc32c?: string | number | { toString(): string } | null } | null
+}
+
+/**
+ * Build `projects/{p}[/locations/{l}]/secrets/{s}/versions/{v}` from a ref (a secret id or a
+ * full name) and the credential's `version`; every part is checked so a ref cannot smuggle
+ * extra path segments.
+ */
+export function resourceName(ref: string, version: string | undefined, project: string | undefined, where: string): string {
+  const bad = (why: string) => new ProviderError('provider_config', `${where}: ${why}`, { retryable: false })
+  let p: string | undefined
+  let loc: string | undefined
+  let id: string
+  let v: string | undefined
+  const full = FULL_NAME.exec(ref)
+  if (full) {
+    ;[, p, loc, id = '', v] = full
+  } else if (SECRET_ID.test(ref)) {
+    id = ref
+    p = project
+    if (p === undefined) throw bad(`ref ${JSON.stringify(ref)} is a secret id but no project is known (set project or GOOGLE_CLOUD_PROJECT, or use projects/P/secrets/S)`)
+  } else {
+    throw bad(`ref ${JSON.stringify(ref)} is neither a secret id nor projects/P/secrets/S[/versions/V]`)
+  }
+  if (!PROJECT.test(p ?? '')) throw bad(`${JSON.stringify(p)} is not a project id or number`)
+  if (loc !== undefined && !LOCATION.test(loc)) throw bad(`${JSON.stringify(loc)} is not a location`)
+  if (!SECRET_ID.test(id)) throw bad(`${JSON.stringify(id)} is not a secret id (letters, digits, _ and -)`)
+  if (version !== undefined) {
+    if (v !== undefined && v !== version) throw bad(`ref names version ${v} but the credential asks for version ${version}`)
+    v = version
+  }
+  v ??= 'latest'
+  if (!VERSION.test(v)) throw bad(`version ${JSON.stringify(v)} is neither latest nor a version number`)
+  return `projects/${p}${loc === undefined ? '' : `/locations/${loc}`}/secrets/${id}/versions/${v}`
+}
+
+/**
+ * Check the payload's CRC-32C (the client library does not) and decode it as UTF-8.
+ * Mismatch or a missing checksum → `invalid_secret`: the value is never accepted.
+ */
+export function verifiedPayload(res: AccessResponse, what: string, where: string): string {
+  const raw = res.payload?.data
+  const data = typeof raw === 'string' ? Buffer.from(raw, 'base64') : raw instanceof Uint8Array ? raw : undefined
+  if (data === undefined) throw new ProviderError('invalid_secret', `${where}: ${what}: the answer has no payload`, { providerCode: 'NO_PAYLOAD' })
+  const sent = res.payload?.dataCrc32c
+  if (sent === null || sent === undefined || String(sent) === '') {
+    throw new ProviderError('invalid_secret', `${where}: ${what}: the answer carries no dataCrc32c; the value is not accepted without an integrity check`, { providerCode: 'CRC32C_MISSING' })
+  }
+  if (String(sent) !== String(crc32c(data))) {
+    throw new ProviderError('invalid_secret', `${where}: ${what}: payload CRC-32C mismatch (corrupted in transit or storage); the value is not accepted`, { providerCode: 'CRC32C_MISMATCH' })
+  }
+  if (data.length === 0) throw new ProviderError('invalid_secret', `${where}: ${what} is empty`)
+  try {
+    return UTF8.decode(data)
+  } catch {
+    throw new ProviderError('invalid_secret', `${where}: ${what} is not UTF-8 text`, { providerCode: 'NOT_UTF8' })
+  }
+}
+
+function loadCa(file: string, where: string): string {
+  try {
+    const pem = readFileSync(file, 'utf8')
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate')
+    return pem
+  } catch (err) {
+    throw new ProviderError('provider_config', `${where}: cannot use caFile ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { retryable: false })
+  }
+}
+
+/**
+ * `gcp`: Google Cloud Secret Manager through `@google-cloud/secret-manager` (gRPC).
+ *
+ * Ref = a secret id (`api-token`, in `project`) or a full name
+ * (`projects/P/secrets/S[/versions/V]`, `projects/P/locations/L/secrets/S[/versions/V]`);
+ * a credential's `version` selects a version, default `latest`. The payload's CRC-32C is
+ * verified before the value is accepted. SDK retries are off (latchkey's loop retries);
+ * latchkey's signal cancels the call.
+ */
+export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
+  type: 'gcp',
+  optionsSchema,
+  async create(options: GcpOptions, ctx: ProviderContext): Promise<SecretProvider> {
+    const where = `gcp provider ${ctx.name}`
+    // Only an explicit file is passed: GOOGLE_APPLICATION_CREDENTIALS is read by the auth
+    // library's own ADC chain (which, unlike `keyFilename`, prints no deprecation warning).
+    const keyFilename = options.credentialsFile
+    const ca = options.caFile ? loadCa(options.caFile, where) : ctx.ca
+    let project = options.project ?? ctx.env.GOOGLE_CLOUD_PROJECT ?? ctx.env.GCLOUD_PROJECT
+
+    const { SecretManagerServiceClient } = await import('@google-cloud/secret-manager')
+    // `client` is read lazily by the call credentials below, after construction.
+    // eslint-disable-next-line prefer-const
+    let client: SecretManagerServiceClient
+    let sslCreds: unknown
+    if (ca) {
+      // gax uses `sslCreds` as the whole channel credential (no token), so the token is composed in here, as gax does for its default.
+      const { grpc } = await import('google-gax')
+      sslCreds = grpc.credentials.combineChannelCredentials(
+        grpc.credentials.createSsl(Buffer.from([...rootCertificates, ca].join('\n'))),
+        grpc.credentials.createFromGoogleCredential({
+          async getRequestHeaders(url?: string) {
+            const auth = await client.auth.getClient()
+            const headers = await auth.getRequestHeaders(url)
+            const out: Record<string, string> = {}
+            headers.forEach((value: string, key: string) => (out[key] = value))
+            return out
+          },
+        }),
+      )
+    }
+    client = new SecretManagerServiceClient({
+      ...(options.apiEndpoint ? { apiEndpoint: options.apiEndpoint } : {}),
+      ...(options.port ? { port: options.port } : {}),
+      ...(keyFilename ? { keyFilename } : {}),
+      ...(project ? { projectId: project } : {}),
+      ...(sslCreds ? { sslCreds: sslCreds as never } : {}),
+    })
+
+    const projectFor = async (ref: string): Promise<string | undefined> => {
+      if (project !== undefined || FULL_NAME.test(ref)) return project
+      // A service-account key or the metadata server names the project.
+      try {
+        project = await client.getProjectId()
+      } catch {
+        return undefined
+      }
+      return project
+    }
+
+    return {
+      type: 'gcp',
+      async fetch(ref, opts) {
+        const name = resourceName(ref, opts.version, await projectFor(ref), where)
+        const what = `secret ${name}`
+        let res: AccessResponse
+        try {
+          ;[res] = await client.accessSecretVersion({ name }, { retry: null, signal: opts.signal })
+        } catch (err) {
+          throw mapGcpError(err, what, where, opts.signal)
+        }
+        const value = verifiedPayload(res, what, where)
+        const version = typeof res.name === 'string' ? /\/versions\/([0-9]+)$/.exec(res.name)?.[1] : undefined
+        return new SecretValue(value, version)
+      },
+      async check(signal): Promise<ProviderCheck> {
+        const endpoint = `${options.apiEndpoint ?? 'secretmanager.googleapis.com'}:${options.port ?? 443}`
+        let identity: string
+        try {
+          const raced = <T>(p: Promise<T>) =>
+            Promise.race([p, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })), { once: true }))])
+          const token = await raced(client.auth.getAccessToken())
+          if (!token) throw new ProviderError('provider_auth_failed', `${where}: no access token`)
+          const creds = await raced(client.auth.getCredentials()).catch(() => ({}) as { client_email?: string })
+          identity = creds.client_email ?? (keyFilename ? `credentials file ${keyFilename}` : ctx.env.GOOGLE_APPLICATION_CREDENTIALS ? `credentials file ${ctx.env.GOOGLE_APPLICATION_CREDENTIALS}` : 'Application Default Credentials')
+        } catch (err) {
+          const mapped = mapGcpError(err, 'access token', where, signal)
+          return { reachable: false, authenticated: false, detail: mapped.message }
+        }
+        try {
+          // Connecting the channel (TLS included) proves the endpoint answers, without touching a secret.
+          const stub = (await client.initialize()) as unknown as { waitForReady(deadline: Date, cb: (err?: Error) => void): void }
+          await new Promise<void>((resolve, reject) => stub.waitForReady(new Date(Date.now() + 10_000), (err) => (err ? reject(err) : resolve())))
+          return { reachable: true, authenticated: true, identity, detail: `endpoint ${endpoint}${project ? `, project ${project}` : ''}` }
+        } catch {
+          return { reachable: false, authenticated: true, identity, detail: `endpoint ${endpoint} is not reachable` }
+        }
+      },
+      async close() {
+        await client.close()
+      },
+    }
+  },
+}
