@@ -3,6 +3,8 @@ import { envProvider } from './env.ts'
 import { fileProvider } from './file.ts'
 import { vaultProvider } from './vault.ts'
 import { awsProvider } from './aws.ts'
+import { azureProvider } from './azure.ts'
+import { gcpProvider } from './gcp.ts'
 
 /**
  * Provider types by name. Each module here is light (a zod schema and a factory);
@@ -13,4 +15,6 @@ export const PROVIDERS: Readonly<Record<string, ProviderFactory>> = {
   file: fileProvider,
   vault: vaultProvider,
   aws: awsProvider,
+  azure: azureProvider,
+  gcp: gcpProvider,
 }

@@ -91,10 +91,12 @@ export interface AzureServer {
   revokeTokens(): void
   /** Delay every vault answer by this many ms. */
   setLatency(ms: number): void
-  /** The next `n` vault calls (after auth) answer `status` (5xx or 4xx) with Key Vault's error shape. */
-  failNext(n: number, status: number): void
-  /** The next `n` vault calls (after auth) answer 429 without Retry-After. */
-  throttleNext(n: number): void
+  /** The next `n` vault calls (after auth; only reads of `name` when given) answer `status` with Key Vault's error shape. */
+  failNext(n: number, status: number, name?: string): void
+  /** The next `n` vault calls (after auth; only reads of `name` when given) answer 429 without Retry-After. */
+  throttleNext(n: number, name?: string): void
+  /** Authorised reads of one secret (any case). */
+  reads(name: string): number
   /** The next `n` token requests answer `status`. */
   failTokensNext(n: number, status: number): void
   /** Lifetime of tokens issued from now on, seconds. */
@@ -125,8 +127,9 @@ export async function startAzureServer(opts: AzureServerOptions = {}): Promise<A
   const tokens = new Map<string, number>()
   const counts = { get: 0, list: 0, challenge: 0, token: 0 }
   let latency = 0
-  let fail = { n: 0, status: 500 }
-  let throttle = 0
+  let fail: { n: number; status: number; name: string | undefined } = { n: 0, status: 500, name: undefined }
+  let throttle: { n: number; name: string | undefined } = { n: 0, name: undefined }
+  const readsByName = new Map<string, number>()
   let tokenFail = { n: 0, status: 500 }
   let vaultUrl = ''
   const timers = new Set<NodeJS.Timeout>()
@@ -197,12 +200,15 @@ export async function startAzureServer(opts: AzureServerOptions = {}): Promise<A
     if (exp === undefined || exp * 1000 < Date.now()) return challenge(res, 'AKV10032: Invalid issuer or token expired.')
     if (isList) counts.list++
     else counts.get++
+    const target = isList ? undefined : decodeURIComponent(segs[2] ?? '').toLowerCase()
+    if (target !== undefined) readsByName.set(target, (readsByName.get(target) ?? 0) + 1)
+    const applies = (name: string | undefined) => name === undefined || name.toLowerCase() === target
     if (!query.has('api-version')) return kvError(res, 400, 'BadParameter', 'The api-version parameter is missing.')
-    if (throttle > 0) {
-      throttle--
+    if (throttle.n > 0 && applies(throttle.name)) {
+      throttle.n--
       return kvError(res, 429, 'Throttled', 'Request was not processed because too many requests were received. Reason: A single client sent too many requests.')
     }
-    if (fail.n > 0) {
+    if (fail.n > 0 && applies(fail.name)) {
       fail.n--
       const code = fail.status === 503 ? 'ServiceUnavailable' : fail.status >= 500 ? 'InternalServerError' : 'BadRequest'
       return kvError(res, fail.status, code, 'The service encountered an error.')
@@ -338,11 +344,14 @@ export async function startAzureServer(opts: AzureServerOptions = {}): Promise<A
     setLatency(ms) {
       latency = ms
     },
-    failNext(n, status) {
-      fail = { n, status }
+    failNext(n, status, name) {
+      fail = { n, status, name }
     },
-    throttleNext(n) {
-      throttle = n
+    throttleNext(n, name) {
+      throttle = { n, name }
+    },
+    reads(name) {
+      return readsByName.get(name.toLowerCase()) ?? 0
     },
     failTokensNext(n, status) {
       tokenFail = { n, status }

@@ -41,7 +41,7 @@ interface Version {
   state: State
 }
 
-type Fault = { n: number; code: grpc.status; message: string }
+type Fault = { n: number; code: grpc.status; message: string; secretId: string | undefined }
 
 export interface GcpServer {
   /** `127.0.0.1`, for the client's `apiEndpoint`. */
@@ -65,10 +65,12 @@ export interface GcpServer {
   deny(secretId: string, denied?: boolean): void
   /** The next `n` answers carry a wrong CRC (`'wrong'`) or none (`'missing'`). */
   corruptCrcNext(n: number, how?: 'wrong' | 'missing'): void
-  /** The next `n` authorised calls fail with this gRPC code. */
-  failNext(n: number, code: grpc.status, message?: string): void
-  /** The next `n` authorised calls fail with RESOURCE_EXHAUSTED. */
-  throttleNext(n: number): void
+  /** The next `n` authorised calls (for `secretId` when given) fail with this gRPC code. */
+  failNext(n: number, code: grpc.status, message?: string, secretId?: string): void
+  /** The next `n` authorised calls (for `secretId` when given) fail with RESOURCE_EXHAUSTED. */
+  throttleNext(n: number, secretId?: string): void
+  /** Authorised AccessSecretVersion calls for one secret id. */
+  reads(secretId: string): number
   /** Delay every answer by this many ms. */
   setLatency(ms: number): void
   /** Forget issued tokens: calls with them get UNAUTHENTICATED. */
@@ -118,8 +120,9 @@ export async function startGcpServer(opts: GcpServerOptions = {}): Promise<GcpSe
   const tokens = new Map<string, number>()
   const counts = { access: 0, unauthenticated: 0, token: 0 }
   let crcFault: { n: number; how: 'wrong' | 'missing' } = { n: 0, how: 'wrong' }
-  let fault: Fault = { n: 0, code: grpc.status.UNAVAILABLE, message: '' }
-  let throttle = 0
+  let fault: Fault = { n: 0, code: grpc.status.UNAVAILABLE, message: '', secretId: undefined }
+  let throttle: { n: number; secretId: string | undefined } = { n: 0, secretId: undefined }
+  const readsById = new Map<string, number>()
   let latency = 0
   let tokenFail = { n: 0, status: 500 }
   const timers = new Set<NodeJS.Timeout>()
@@ -147,11 +150,13 @@ export async function startGcpServer(opts: GcpServerOptions = {}): Promise<GcpSe
     if (project !== projectId && project !== projectNumber) {
       return fail(cb, grpc.status.PERMISSION_DENIED, `Permission 'secretmanager.versions.access' denied for resource '${name}' (or it may not exist).`)
     }
-    if (throttle > 0) {
-      throttle--
+    readsById.set(secretId, (readsById.get(secretId) ?? 0) + 1)
+    const applies = (id: string | undefined) => id === undefined || id === secretId
+    if (throttle.n > 0 && applies(throttle.secretId)) {
+      throttle.n--
       return fail(cb, grpc.status.RESOURCE_EXHAUSTED, "Quota exceeded for quota metric 'Access requests' and limit 'Access requests per minute per project' of service 'secretmanager.googleapis.com'.")
     }
-    if (fault.n > 0) {
+    if (fault.n > 0 && applies(fault.secretId)) {
       fault.n--
       return fail(cb, fault.code, fault.message || 'The service is currently unavailable.')
     }
@@ -260,11 +265,14 @@ export async function startGcpServer(opts: GcpServerOptions = {}): Promise<GcpSe
     corruptCrcNext(n, how = 'wrong') {
       crcFault = { n, how }
     },
-    failNext(n, code, message) {
-      fault = { n, code, message: message ?? '' }
+    failNext(n, code, message, secretId) {
+      fault = { n, code, message: message ?? '', secretId }
     },
-    throttleNext(n) {
-      throttle = n
+    throttleNext(n, secretId) {
+      throttle = { n, secretId }
+    },
+    reads(secretId) {
+      return readsById.get(secretId) ?? 0
     },
     setLatency(ms) {
       latency = ms
