@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -34,10 +34,20 @@ async function startUpstream(): Promise<{ server: http.Server; port: number }> {
   return { server, port: (server.address() as AddressInfo).port }
 }
 
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as AddressInfo).port
+  await new Promise((r) => s.close(r))
+  return port
+}
+
 async function startLatchkey(dir: string, upstreamPort: number): Promise<{ proxyUrl: string; stop: () => Promise<void> }> {
+  // Fixed free ports and log level warn: the bench measures the proxy, not per-request log lines.
+  const [port, adminPort] = [await freePort(), await freePort()]
   const config = {
-    listen: '127.0.0.1:0',
-    admin: { listen: '127.0.0.1:0' },
+    listen: `127.0.0.1:${port}`,
+    admin: { listen: `127.0.0.1:${adminPort}` },
     log: { level: 'warn' },
     providers: { dev: { type: 'env' } },
     credentials: { bench: { provider: 'dev', ref: 'BENCH_TOKEN', hosts: [`127.0.0.1:${upstreamPort}`], inject: { type: 'bearer' }, insecure: true } },
@@ -47,36 +57,25 @@ async function startLatchkey(dir: string, upstreamPort: number): Promise<{ proxy
   await writeFile(file, JSON.stringify(config))
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'latchkey.js'), 'run', '-c', file], {
     env: { PATH: process.env.PATH, BENCH_TOKEN: 'bench-token-value-0123456789' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'inherit', 'inherit'],
   })
-  const proxyUrl = await new Promise<string>((resolve, reject) => {
-    let buf = ''
-    const timer = setTimeout(() => reject(new Error('latchkey did not start within 15 s')), 15_000)
-    child.stdout.on('data', (c: Buffer) => {
-      buf += c.toString()
-      for (const line of buf.split('\n')) {
-        if (!line.includes('"listening"')) continue
-        try {
-          const rec = JSON.parse(line) as { proxy?: string }
-          if (rec.proxy) {
-            clearTimeout(timer)
-            resolve(rec.proxy)
-          }
-        } catch {
-          // partial line
-        }
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`latchkey exited with ${code}`)))
-  })
-  child.stdout.resume()
+  const exited = new Promise<void>((r) => child.once('exit', () => r()))
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error('latchkey did not become ready within 15 s')
+    }
+    const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.status === 200, () => false)
+    if (ready) break
+    await new Promise((r) => setTimeout(r, 100))
+  }
   return {
-    proxyUrl,
-    stop: () =>
-      new Promise((r) => {
-        child.once('exit', () => r())
-        child.kill('SIGTERM')
-      }),
+    proxyUrl: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill('SIGTERM')
+      await exited
+    },
   }
 }
 

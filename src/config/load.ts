@@ -124,11 +124,8 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
       for (const i of r.error.issues) issues.push({ path: formatPath(['providers', name, ...i.path]), message: i.message })
       continue
     }
-    const options = { ...(r.data as Record<string, unknown>) }
-    for (const key of ['dir', 'caFile', 'credentialsFile', 'tokenFile']) {
-      if (typeof options[key] === 'string') options[key] = resolvePath(options[key])
-    }
-    providers[name] = Object.freeze({ name, type: entry.type, options: Object.freeze(options) })
+    const options = resolvePaths(r.data as Record<string, unknown>, resolvePath)
+    providers[name] = Object.freeze({ name, type: entry.type, options })
   }
 
   // Credentials: provider exists, patterns parse, injector compiles.
@@ -264,6 +261,17 @@ function parseListen(value: string, at: string, issues: ConfigIssue[]): ListenAd
     return undefined
   }
   return { host: (m[1] ?? m[2]) as string, port }
+}
+
+/** Provider options: `dir` and every `*File` key, at any depth (e.g. `auth.secretIdFile`), resolve against the config's directory. */
+function resolvePaths(obj: Record<string, unknown>, resolve: (p: string) => string): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(obj)) {
+    if (typeof v === 'string' && (k === 'dir' || k.endsWith('File'))) out[k] = resolve(v)
+    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) out[k] = Object.freeze(resolvePaths(v as Record<string, unknown>, resolve))
+    else out[k] = v
+  }
+  return Object.freeze(out)
 }
 
 function worldReadable(file: string): boolean {
