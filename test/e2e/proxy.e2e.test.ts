@@ -283,7 +283,7 @@ test('CONNECT to a credentialed host is refused while interception is off, and C
 test('an unknown route is 404 route_not_found and a non-http absolute URI is 400', async () => {
   const res = await fetch(`${daemon.proxyUrl}/nope/x`)
   assert.equal(res.status, 404)
-  assert.equal((await res.json()).error, 'route_not_found')
+  assert.equal(((await res.json()) as { error: string }).error, 'route_not_found')
   const raw = await rawRequest(daemon.proxyUrl, `GET ftp://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
   assert.equal(statusOf(raw), 400)
 })
@@ -310,7 +310,7 @@ test('the admin listener serves health, readiness, metrics and a token-protected
   await unknown.text()
   const notReady = await fetch(`${daemon.adminUrl}/readyz`)
   assert.equal(notReady.status, 503)
-  assert.deepEqual((await notReady.json()).waiting, ['tls-bearer'])
+  assert.deepEqual(((await notReady.json()) as { waiting: string[] }).waiting, ['tls-bearer'])
 })
 
 test('a burst of 500 cold concurrent requests causes exactly one provider read', async () => {
