@@ -48,6 +48,10 @@ const FULL_NAME = /^projects\/([^/]+)(?:\/locations\/([^/]+))?\/secrets\/([^/]+)
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true })
 
+const noop = (): void => undefined
+/** Stands in for the client's debug logger (see `makeClient`). */
+const SILENT_LOG = Object.assign(noop, { info: noop, warn: noop, error: noop, debug: noop, sublog: () => SILENT_LOG, enabled: false })
+
 /** `accessSecretVersion`'s answer, as far as latchkey reads it. */
 interface AccessResponse {
   name?: string | null
@@ -141,33 +145,57 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
     let project = options.project ?? ctx.env.GOOGLE_CLOUD_PROJECT ?? ctx.env.GCLOUD_PROJECT
 
     const { SecretManagerServiceClient } = await import('@google-cloud/secret-manager')
-    // `client` is read lazily by the call credentials below, after construction.
-    // eslint-disable-next-line prefer-const
-    let client: SecretManagerServiceClient
-    let sslCreds: unknown
-    if (ca) {
-      // gax uses `sslCreds` as the whole channel credential (no token), so the token is composed in here, as gax does for its default.
-      const { grpc } = await import('google-gax')
-      sslCreds = grpc.credentials.combineChannelCredentials(
-        grpc.credentials.createSsl(Buffer.from([...rootCertificates, ca].join('\n'))),
-        grpc.credentials.createFromGoogleCredential({
-          async getRequestHeaders(url?: string) {
-            const auth = await client.auth.getClient()
-            const headers = await auth.getRequestHeaders(url)
-            const out: Record<string, string> = {}
-            headers.forEach((value: string, key: string) => (out[key] = value))
-            return out
-          },
-        }),
-      )
+    const grpc = ca ? (await import('google-gax')).grpc : undefined
+    const makeClient = (): SecretManagerServiceClient => {
+      // gax uses `sslCreds` as the whole channel credential (no token): compose the token in, as gax does for its default.
+      const sslCreds =
+        grpc && ca
+          ? grpc.credentials.combineChannelCredentials(
+              grpc.credentials.createSsl(Buffer.from([...rootCertificates, ca].join('\n'))),
+              grpc.credentials.createFromGoogleCredential({
+                async getRequestHeaders(url?: string) {
+                  const headers = await (await c.auth.getClient()).getRequestHeaders(url)
+                  const out: Record<string, string> = {}
+                  headers.forEach((value: string, key: string) => (out[key] = value))
+                  return out
+                },
+              }),
+            )
+          : undefined
+      const c: SecretManagerServiceClient = new SecretManagerServiceClient({
+        ...(options.apiEndpoint ? { apiEndpoint: options.apiEndpoint } : {}),
+        ...(options.port ? { port: options.port } : {}),
+        ...(keyFilename ? { keyFilename } : {}),
+        ...(project ? { projectId: project } : {}),
+        ...(sslCreds ? { sslCreds } : {}),
+      })
+      // The client logs every response (`%j`, payload included) when GOOGLE_SDK_NODE_LOGGING
+      // names it, to stderr and past latchkey's redaction: silence it.
+      Object.defineProperty(c, '_log', { value: SILENT_LOG, writable: true })
+      return c
     }
-    client = new SecretManagerServiceClient({
-      ...(options.apiEndpoint ? { apiEndpoint: options.apiEndpoint } : {}),
-      ...(options.port ? { port: options.port } : {}),
-      ...(keyFilename ? { keyFilename } : {}),
-      ...(project ? { projectId: project } : {}),
-      ...(sslCreds ? { sslCreds: sslCreds as never } : {}),
-    })
+
+    // Each client method calls `this.initialize().catch(err => { throw err })` and drops the
+    // result: when the stub cannot be built (unreadable credentials file) every call would
+    // leave an unhandled rejection, which ends the process. So the stub is awaited here first,
+    // and a client whose stub failed is replaced, never called.
+    let client = makeClient()
+    let ready: Promise<unknown> | undefined
+    const initialized = async (): Promise<SecretManagerServiceClient> => {
+      const c = client
+      ready ??= c.initialize()
+      try {
+        await ready
+      } catch (err) {
+        if (client === c) {
+          client = makeClient()
+          ready = undefined
+          void c.close().catch(() => undefined)
+        }
+        throw err
+      }
+      return c
+    }
 
     const projectFor = async (ref: string): Promise<string | undefined> => {
       if (project !== undefined || FULL_NAME.test(ref)) return project
@@ -187,7 +215,8 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
         const what = `secret ${name}`
         let res: AccessResponse
         try {
-          ;[res] = await client.accessSecretVersion({ name }, { retry: null, signal: opts.signal })
+          const c = await initialized()
+          ;[res] = await c.accessSecretVersion({ name }, { retry: null, signal: opts.signal })
         } catch (err) {
           throw mapGcpError(err, what, where, opts.signal)
         }
@@ -211,7 +240,8 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
         }
         try {
           // Connecting the channel (TLS included) proves the endpoint answers, without touching a secret.
-          const stub = (await client.initialize()) as unknown as { waitForReady(deadline: Date, cb: (err?: Error) => void): void }
+          const c = await initialized()
+          const stub = (await c.initialize()) as unknown as { waitForReady(deadline: Date, cb: (err?: Error) => void): void }
           await new Promise<void>((resolve, reject) => stub.waitForReady(new Date(Date.now() + 10_000), (err) => (err ? reject(err) : resolve())))
           return { reachable: true, authenticated: true, identity, detail: `endpoint ${endpoint}${project ? `, project ${project}` : ''}` }
         } catch {
@@ -219,7 +249,8 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
         }
       },
       async close() {
-        await client.close()
+        // close() awaits the stub, which rejects when the channel never came up (bad credentials file).
+        await client.close().catch(() => undefined)
       },
     }
   },

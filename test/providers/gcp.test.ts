@@ -265,9 +265,22 @@ describe('gcp provider authentication', () => {
     }
   })
 
-  test('a credentials file that does not exist is provider_auth_failed', async () => {
-    const p = await create({ credentialsFile: path.join(dir, 'missing.json') })
-    await rejects(p.fetch('api-token', { signal: signal() }), 'provider_auth_failed')
+  test('a credentials file that does not exist is provider_auth_failed, leaves no unhandled rejection, and is picked up once it appears', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const file = path.join(dir, 'appears-later.json')
+      const p = await create({ credentialsFile: file })
+      await rejects(p.fetch('api-token', { signal: signal() }), 'provider_auth_failed')
+      await rejects(p.fetch('api-token', { signal: signal() }), 'provider_auth_failed')
+      writeFileSync(file, server.externalAccountJson(path.join(dir, `subject-${server.port}`)))
+      assert.equal((await p.fetch('api-token', { signal: signal() })).reveal(), CANARY)
+      await new Promise((r) => setTimeout(r, 100))
+      assert.equal(unhandled.length, 0, `unhandled rejections: ${unhandled.length}`)
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 
   test('a missing caFile is provider_config at creation', async () => {
@@ -295,6 +308,30 @@ describe('gcp project and resource names', () => {
     assert.equal(gcpProvider.optionsSchema.safeParse({ type: 'gcp', apiEndpoint: 'https://secretmanager.googleapis.com' }).success, false)
     assert.equal(gcpProvider.optionsSchema.safeParse({ type: 'gcp', apiEndpoint: 'secretmanager.europe-west1.rep.googleapis.com', port: 443 }).success, true)
     assert.equal(gcpProvider.optionsSchema.safeParse({ type: 'gcp', retries: 2 }).success, false)
+  })
+})
+
+describe('gcp SDK debug logging', () => {
+  test('GOOGLE_SDK_NODE_LOGGING does not make the client print a fetched payload', async () => {
+    // The client logs each response (payload as a byte array) when this names it; latchkey silences that logger.
+    process.env.GOOGLE_SDK_NODE_LOGGING = 'secret-manager'
+    server.setSecret('logged', CANARY)
+    const written: string[] = []
+    const original = process.stderr.write.bind(process.stderr)
+    try {
+      const p = await create()
+      process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+        written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'))
+        return (original as (...a: unknown[]) => boolean)(chunk, ...rest)
+      }) as typeof process.stderr.write
+      assert.equal((await p.fetch('logged', { signal: signal() })).reveal(), CANARY)
+    } finally {
+      process.stderr.write = original
+      delete process.env.GOOGLE_SDK_NODE_LOGGING
+    }
+    const bytes = [...Buffer.from(CANARY)].join(',')
+    assert.ok(!written.some((w) => w.includes(bytes)), 'the payload bytes were printed')
+    assertNoCanary(written, [CANARY])
   })
 })
 
