@@ -22,6 +22,9 @@ function innerCode(err: { details?: unknown; response?: { bodyAsText?: unknown }
   const error = (err.details as { error?: { innerError?: { code?: unknown }; innererror?: { code?: unknown } } } | undefined)?.error
   const fromDetails = safeCode(error?.innerError?.code) ?? safeCode(error?.innererror?.code)
   if (fromDetails) return fromDetails
+  // Older API versions say it only in words ("Operation get is not allowed on a disabled secret.").
+  const message = (err.details as { error?: { message?: unknown } } | undefined)?.error?.message
+  if (typeof message === 'string' && /not allowed on a disabled secret/i.test(message)) return 'SecretDisabled'
   const text = err.response?.bodyAsText
   if (typeof text !== 'string' || text.length > 16_384) return undefined
   try {
