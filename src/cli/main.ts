@@ -151,6 +151,12 @@ export async function cli(argv: string[]): Promise<void> {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // Some SDKs drop promises (background token refreshes). One failed refresh must not take
+  // the broker down; say what failed by class and code only — a message could hold a value.
+  process.on('unhandledRejection', (reason) => {
+    const e = reason as { name?: unknown; code?: unknown } | undefined
+    process.stderr.write(`latchkey: ignored an unhandled rejection (${typeof e?.name === 'string' ? e.name : 'unknown'}${typeof e?.code === 'string' ? ` ${e.code}` : ''})\n`)
+  })
   const io: CliIo = { env: process.env, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), signal: controller.signal }
   let code = 0
   const program = buildProgram(io, (c) => {
