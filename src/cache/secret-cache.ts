@@ -69,18 +69,28 @@ export class SecretCache {
     })
   }
 
+  /**
+   * A fresh cached value, synchronously, or undefined: the hot path (no promise, no timer).
+   * Starts a background refresh when the entry is past `refreshAhead` of its TTL.
+   */
+  peek(credential: CompiledCredential): Resolved | undefined {
+    const key = credential.cacheKey
+    const entry = this.#entries.get(key)
+    if (entry === undefined) return undefined
+    const now = this.#now()
+    if (now >= entry.expiresAt) return undefined
+    this.#opts.observe?.hit?.(credential.name)
+    if (now >= entry.refreshAt && !this.#inflight.has(key)) {
+      this.#load(credential).catch(() => undefined) // errors logged in #load; the current value stays
+    }
+    return this.#resolve(credential, entry, false)
+  }
+
   /** The value for a credential: cached, refreshed ahead, fetched, or stale within maxStale. */
   async get(credential: CompiledCredential): Promise<Resolved> {
-    const key = credential.cacheKey
-    const now = this.#now()
-    const entry = this.#entries.get(key)
-    if (entry && now < entry.expiresAt) {
-      this.#opts.observe?.hit?.(credential.name)
-      if (now >= entry.refreshAt && !this.#inflight.has(key)) {
-        this.#load(credential).catch(() => undefined) // errors logged in #load; the current value stays
-      }
-      return this.#resolve(credential, entry, false)
-    }
+    const hit = this.peek(credential)
+    if (hit) return hit
+    const entry = this.#entries.get(credential.cacheKey)
     this.#opts.observe?.miss?.(credential.name)
     let fresh: Entry
     try {
