@@ -81,6 +81,8 @@ export function createBroker(opts: DaemonOptions): Broker {
   for (const c of credentials) byKey.set(c.cacheKey, [...(byKey.get(c.cacheKey) ?? []), c])
   const policy = { attempts: config.cache.fetchAttempts, timeoutMs: config.cache.fetchTimeout, baseDelayMs: 200, maxDelayMs: 5000 }
 
+  // Label children bound once: a cache hit does no label hashing.
+  const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
   const cache = new SecretCache({
     maxEntries: config.cache.maxEntries,
     maxStaleMs: config.cache.maxStale,
@@ -122,7 +124,7 @@ export function createBroker(opts: DaemonOptions): Broker {
       scrubber.delete(key)
     },
     observe: {
-      hit: (name) => metrics.cacheHits.inc({ credential: name }),
+      hit: (name) => hitCounters.get(name)?.inc(),
       miss: (name) => metrics.cacheMisses.inc({ credential: name }),
       stale: (name) => metrics.cacheStale.inc({ credential: name }),
       bust: (name, result) => metrics.busts.inc({ credential: name, result }),
