@@ -3,6 +3,7 @@ import type { CompiledCredential, CompiledRoute, Config } from '../config/load.t
 import type { ErrorCode } from '../errors.ts'
 import { CredentialMatcher } from './credential-matcher.ts'
 import { normalizeHost, patternMatches, splitHostPort } from './host-pattern.ts'
+import { isLinkLocal } from './upstream.ts'
 
 /** Where a request goes, decided before anything is sent. */
 export interface Target {
@@ -42,6 +43,7 @@ export class TargetResolver {
   readonly #credentials: readonly CompiledCredential[]
   readonly #egress: Config['egress']
   readonly #interceptEnabled: boolean
+  readonly #allowLinkLocal: boolean
 
   constructor(config: Config) {
     this.#credentials = Object.values(config.credentials)
@@ -49,6 +51,7 @@ export class TargetResolver {
     this.#routes = new Map(Object.values(config.routes).map((r) => [r.name, r]))
     this.#egress = config.egress
     this.#interceptEnabled = config.intercept.enabled
+    this.#allowLinkLocal = config.upstream.allowLinkLocal
   }
 
   /** The credential bound to host:port for a connection of this kind, if any. */
@@ -123,6 +126,8 @@ export class TargetResolver {
     if (plain) return this.#target('forward', 'http', host, port, path, plain)
     if (overTls) return this.#target('forward', 'https', host, tlsPort, path, overTls)
     if (this.#egress === 'deny') return refuse('egress_denied', `no credential is bound to ${host}:${port} and egress is deny`)
+    // An IP literal is connected without a DNS lookup, so the agent's lookup guard never sees it.
+    if (!this.#allowLinkLocal && isLinkLocal(unbracket(host))) return refuse('link_local_denied', `${host} is a link-local / metadata address; refused (upstream.allowLinkLocal)`)
     return this.#target('forward', 'http', host, port, path, undefined)
   }
 
@@ -152,6 +157,7 @@ export class TargetResolver {
       return refuse('intercept_port_not_allowed', `${host} is bound to a credential, but not on port ${hp.port}`)
     }
     if (this.#egress === 'deny') return refuse('egress_denied', `no credential is bound to ${host}:${hp.port} and egress is deny`)
+    if (!this.#allowLinkLocal && isLinkLocal(unbracket(host))) return refuse('link_local_denied', `${host} is a link-local / metadata address; refused (upstream.allowLinkLocal)`)
     return { kind: 'tunnel', host, port: hp.port }
   }
 
@@ -162,6 +168,10 @@ export class TargetResolver {
 
 function refuse(code: ErrorCode, message: string): Refusal {
   return { refused: true, code, message }
+}
+
+function unbracket(host: string): string {
+  return host.startsWith('[') ? host.slice(1, -1) : host
 }
 
 function decodeSafe(s: string): string | undefined {
