@@ -161,7 +161,9 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     allowLinkLocal: config.upstream.allowLinkLocal,
   })
   const forwarder = new Forwarder({ cache, agents, logger, metrics, retryBodyLimit: config.upstream.retryBodyLimit, requestTimeoutMs: config.upstream.requestTimeout })
-  const interceptor = extras.interceptor ? await extras.interceptor(broker, forwarder) : undefined
+  // The CA and X.509 code load only when interception is on.
+  const makeInterceptor = extras.interceptor ?? (config.intercept.enabled ? (await import('./intercept/interceptor.ts')).createInterceptor : undefined)
+  const interceptor = makeInterceptor ? await makeInterceptor(broker, forwarder) : undefined
   const proxy = createProxyServer({
     resolver: broker.resolver,
     forwarder,
