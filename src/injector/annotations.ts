@@ -12,6 +12,8 @@ export const ANNOTATIONS = {
   config: 'latchkey.dev/config',
   /** Key of the config inside the ConfigMap. Default `latchkey.yaml`. */
   configKey: 'latchkey.dev/config-key',
+  /** Optional: a Secret (same namespace) mounted read-only into the latchkey container only, at `/var/run/secrets/latchkey` (for `type: file` providers). */
+  secret: 'latchkey.dev/secret',
   /** `"false"`: do not set the proxy / CA variables on the app containers. Default `"true"`. */
   env: 'latchkey.dev/env',
   /** `"true"`: mount the public CA into app containers and set the CA variables (needs `intercept.enabled` in the config). */
@@ -30,6 +32,8 @@ export type InjectionPlan =
       readonly inject: true
       readonly configMap: string
       readonly configKey: string
+      /** Secret mounted into the sidecar only, if any. */
+      readonly secret: string | undefined
       readonly env: boolean
       readonly intercept: boolean
     }
@@ -61,15 +65,23 @@ export function readAnnotations(annotations: Readonly<Record<string, unknown>> |
   const configMap = a[ANNOTATIONS.config]
   if (configMap === undefined || configMap === '') {
     problems.push(`${ANNOTATIONS.inject} is "true" but ${ANNOTATIONS.config} is missing: name the ConfigMap (in the pod's namespace) that holds the latchkey config`)
-  } else if (typeof configMap !== 'string' || configMap.length > 253 || !DNS1123_SUBDOMAIN.test(configMap)) {
+  } else if (!validName(configMap)) {
     problems.push(`${ANNOTATIONS.config}: ${JSON.stringify(configMap)} is not a valid ConfigMap name (a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters)`)
+  }
+  const secret = a[ANNOTATIONS.secret]
+  if (secret !== undefined && !validName(secret)) {
+    problems.push(`${ANNOTATIONS.secret}: ${JSON.stringify(secret)} is not a valid Secret name (a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters)`)
   }
   const configKey = a[ANNOTATIONS.configKey] ?? DEFAULT_CONFIG_KEY
   if (typeof configKey !== 'string' || configKey.length > 253 || !CONFIGMAP_KEY.test(configKey) || configKey === '.' || configKey === '..') {
     problems.push(`${ANNOTATIONS.configKey}: ${JSON.stringify(configKey)} is not a valid ConfigMap key (letters, digits, '-', '_' and '.', at most 253 characters)`)
   }
   if (problems.length > 0) return { ok: false, problems }
-  return { ok: true, plan: { inject: true, configMap: configMap as string, configKey: configKey as string, env, intercept } }
+  return { ok: true, plan: { inject: true, configMap: configMap as string, configKey: configKey as string, secret: secret as string | undefined, env, intercept } }
+}
+
+function validName(v: unknown): boolean {
+  return typeof v === 'string' && v.length <= 253 && DNS1123_SUBDOMAIN.test(v)
 }
 
 /** `"true"` / `"false"` exactly (Kubernetes annotation values are strings; `"yes"`, `"1"` or `"True"` are refused, not guessed). */

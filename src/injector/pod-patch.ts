@@ -68,8 +68,9 @@ export function podPatch(pod: Json, plan: InjectionPlan, o: SidecarOptions): Pod
   if (spec.initContainers === undefined) patch.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] })
   else patch.push({ op: 'add', path: '/spec/initContainers/0', value: sidecar })
 
-  if (spec.volumes === undefined) patch.push({ op: 'add', path: '/spec/volumes', value: sidecarVolumes(plan) })
-  else for (const v of sidecarVolumes(plan)) patch.push({ op: 'add', path: '/spec/volumes/-', value: v })
+  const added = sidecarVolumes(plan, typeof asObject(spec.securityContext).fsGroup === 'number')
+  if (spec.volumes === undefined) patch.push({ op: 'add', path: '/spec/volumes', value: added })
+  else for (const v of added) patch.push({ op: 'add', path: '/spec/volumes/-', value: v })
 
   // The pod has annotations (that is how it asked for injection), so the map exists.
   patch.push({ op: 'add', path: `/metadata/annotations/${escapePointer(ANNOTATIONS.status)}`, value: STATUS_INJECTED })

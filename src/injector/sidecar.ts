@@ -13,10 +13,12 @@ export const POD_PATHS = {
   stateDir: '/var/lib/latchkey',
   /** emptyDir shared with the app (read-only there): `intercept.publicCaFile` = `<sharedDir>/ca.pem`. */
   sharedDir: '/var/run/latchkey',
+  /** The `latchkey.dev/secret` Secret, read-only, sidecar only: `providers.<name>: { type: file, dir: /var/run/secrets/latchkey }`. */
+  secretDir: '/var/run/secrets/latchkey',
 } as const
 
 export const SIDECAR_NAME = 'latchkey'
-export const VOLUMES = { config: 'latchkey-config', state: 'latchkey-state', shared: 'latchkey-shared' } as const
+export const VOLUMES = { config: 'latchkey-config', state: 'latchkey-state', shared: 'latchkey-shared', secret: 'latchkey-secret' } as const
 
 /** Container and volume objects as plain JSON (the Kubernetes API shapes, loosely typed). */
 export type Json = Record<string, unknown>
@@ -73,6 +75,7 @@ export function sidecarContainer(plan: Plan, o: SidecarOptions): Json {
       { name: VOLUMES.config, mountPath: POD_PATHS.configDir, readOnly: true },
       { name: VOLUMES.state, mountPath: POD_PATHS.stateDir },
       { name: VOLUMES.shared, mountPath: POD_PATHS.sharedDir },
+      ...(plan.secret ? [{ name: VOLUMES.secret, mountPath: POD_PATHS.secretDir, readOnly: true }] : []),
     ],
   }
 }
@@ -90,11 +93,17 @@ export function restrictedSecurityContext(): Json {
   }
 }
 
-export function sidecarVolumes(plan: Plan): Json[] {
+/**
+ * The sidecar's volumes. The Secret's files belong to root; the latchkey uid reads them through
+ * the pod's fsGroup when there is one (mode 0440), else they must be world-readable (0444, and
+ * the file provider warns) — acceptable because only the latchkey container mounts them.
+ */
+export function sidecarVolumes(plan: Plan, podHasFsGroup = false): Json[] {
   return [
     { name: VOLUMES.config, configMap: { name: plan.configMap, items: [{ key: plan.configKey, path: plan.configKey }] } },
     { name: VOLUMES.state, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
     { name: VOLUMES.shared, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    ...(plan.secret ? [{ name: VOLUMES.secret, secret: { secretName: plan.secret, defaultMode: podHasFsGroup ? 0o440 : 0o444 } }] : []),
   ]
 }
 

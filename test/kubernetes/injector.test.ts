@@ -133,7 +133,21 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(patched.spec.containers[0]?.env, undefined)
   })
 
+  it('with latchkey.dev/secret mounts that Secret into the latchkey container only, world-readable only when the pod has no fsGroup', async () => {
+    const withSecret = { ...INJECT, 'latchkey.dev/secret': 'pipeline-credentials' }
+    const { patched } = await admit(pod(withSecret))
+    const sidecar = (patched.spec.initContainers as C[])[0] as C
+    assert.deepEqual(sidecar.volumeMounts?.at(-1), { name: 'latchkey-secret', mountPath: '/var/run/secrets/latchkey', readOnly: true })
+    assert.ok(!JSON.stringify(patched.spec.containers).includes('latchkey-secret'), 'no app container mounts it')
+    const volume = (patched.spec.volumes as { name: string; secret?: { secretName: string; defaultMode: number } }[]).find((v) => v.name === 'latchkey-secret')
+    assert.deepEqual(volume?.secret, { secretName: 'pipeline-credentials', defaultMode: 0o444 })
+    const grouped = await admit(pod(withSecret, { securityContext: { fsGroup: 10001 } }))
+    const v2 = (grouped.patched.spec.volumes as { name: string; secret?: { defaultMode: number } }[]).find((v) => v.name === 'latchkey-secret')
+    assert.equal(v2?.secret?.defaultMode, 0o440)
+  })
+
   for (const [title, annotations, expected] of [
+    ['an invalid Secret name', { ...INJECT, 'latchkey.dev/secret': 'creds/../x' }, /latchkey\.dev\/secret: "creds\/..\/x" is not a valid Secret name/],
     ['a value other than "true" or "false"', { ...INJECT, 'latchkey.dev/inject': 'yes' }, /latchkey\.dev\/inject: "yes" is not "true" or "false"/],
     ['inject without a config name', { 'latchkey.dev/inject': 'true' }, /latchkey\.dev\/config is missing/],
     ['a config name that is not DNS-1123', { ...INJECT, 'latchkey.dev/config': 'Latchkey_Config' }, /"Latchkey_Config" is not a valid ConfigMap name \(a DNS-1123 subdomain/],

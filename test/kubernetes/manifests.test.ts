@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { parseConfigText } from '../../src/config/load.ts'
+import { reviewAdmission } from '../../src/injector/admission-review.ts'
+import { readAnnotations } from '../../src/injector/annotations.ts'
+import { sidecarContainer, sidecarVolumes } from '../../src/injector/sidecar.ts'
+import { SIDECAR, admissionReview } from './fixtures.ts'
+import { applyPatch, type Operation } from './json-patch.ts'
+import { renderKustomization, type K8sObject } from './render.ts'
+import { validateObject } from './schema.ts'
+import { unknownFieldProblems } from './strict-fields.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'deploy', 'kubernetes')
+const WORKLOADS = ['base', 'overlays/vault', 'overlays/aws', 'overlays/gcp', 'overlays/azure']
+const LAYOUTS = [...WORKLOADS, 'injector/base', 'injector/cert-manager', 'examples/injected-job']
+const IMAGE = 'ghcr.io/latchkey-dev/latchkey:0.1.0'
+
+const rendered = new Map<string, K8sObject[]>(LAYOUTS.map((d) => [d, renderKustomization(path.join(ROOT, d))]))
+const all = (d: string) => rendered.get(d) ?? assert.fail(`${d} not rendered`)
+const find = (d: string, kind: string, name?: string) => all(d).find((o) => o.kind === kind && (name === undefined || o.metadata.name === name)) ?? assert.fail(`${d}: no ${kind} ${name ?? ''}`)
+
+type Json = Record<string, unknown>
+type Container = Json & { name: string; image: string; env?: { name: string; value?: string }[]; securityContext?: Json; resources?: { requests?: Json } }
+type PodSpec = Json & { containers: Container[]; initContainers?: Container[]; volumes?: (Json & { name: string })[]; securityContext?: Json }
+const podSpecOf = (o: K8sObject) => (o.spec as { template: { spec: PodSpec } }).template.spec
+const podTemplates = (d: string) => all(d).filter((o) => o.kind === 'Job' || o.kind === 'Deployment')
+
+describe('Kubernetes manifests (deploy/kubernetes)', () => {
+  it('every layout renders with the kustomize subset', () => {
+    for (const d of LAYOUTS) assert.ok(all(d).length > 0, d)
+    assert.deepEqual(
+      all('base').map((o) => `${o.kind}/${o.metadata.name}`),
+      ['ServiceAccount/pipeline', 'Job/pipeline-example', 'Deployment/pipeline-worker', 'ConfigMap/latchkey-config'],
+    )
+  })
+
+  it('every rendered object validates against the Kubernetes OpenAPI schemas (kubernetes-models)', async () => {
+    const noSchema: string[] = []
+    for (const d of LAYOUTS) {
+      for (const o of all(d)) {
+        const r = await validateObject(o)
+        if (r.ok === 'no-schema') noSchema.push(`${o.apiVersion} ${o.kind}`)
+        else assert.deepEqual(r, { ok: true }, `${d}: ${o.kind}/${o.metadata.name}`)
+      }
+    }
+    // Custom resources kubernetes-models has no schema for; checked structurally below.
+    assert.deepEqual([...new Set(noSchema)].sort(), ['cert-manager.io/v1 Certificate', 'cert-manager.io/v1 Issuer'])
+  })
+
+  it('no rendered object has a field the OpenAPI types do not define (typos would be dropped silently by the API server)', () => {
+    const objects = LAYOUTS.flatMap((d) => all(d)).filter((o) => o.apiVersion !== 'cert-manager.io/v1')
+    assert.deepEqual(unknownFieldProblems(objects), [])
+  })
+
+  it('the schema checks are not vacuous: a broken copy of a manifest fails both', async () => {
+    const job = structuredClone(find('base', 'Job'))
+    const sidecar = podSpecOf(job).initContainers?.[0] as Container
+    ;(sidecar as Json).ports = [{ containerPort: 'admin' }]
+    assert.equal((await validateObject(job)).ok, false)
+    ;(sidecar.securityContext as Json).readOnlyRootFileSystem = true
+    const problems = unknownFieldProblems([job])
+    assert.ok(problems.some((p) => p.includes("'\"readOnlyRootFileSystem\"' does not exist")), problems.join('\n'))
+  })
+
+  it('every embedded latchkey config passes latchkey check, binds the proxy to loopback and the admin listener to the probed port', () => {
+    for (const d of [...WORKLOADS, 'examples/injected-job']) {
+      const cm = find(d, 'ConfigMap', 'latchkey-config')
+      const text = (cm.data as Record<string, string>)['latchkey.yaml'] ?? assert.fail(`${d}: no latchkey.yaml`)
+      const r = parseConfigText(text, { env: {}, baseDir: '/etc/latchkey', source: `${d}/latchkey.yaml` })
+      assert.ok(r.ok, `${d}: ${JSON.stringify(!r.ok && r.issues)}`)
+      assert.equal(r.config.listen.host, '127.0.0.1', `${d}: the proxy listener stays on loopback`)
+      assert.deepEqual(r.config.admin.listen, { host: '0.0.0.0', port: SIDECAR.adminPort }, `${d}: kubelet probes reach the admin listener`)
+      assert.equal(r.config.listen.port, SIDECAR.proxyPort)
+    }
+  })
+
+  it('the Job and the Deployment carry latchkey as a native sidecar identical to what the injector adds', () => {
+    const plan = readAnnotations({ 'latchkey.dev/inject': 'true', 'latchkey.dev/config': 'latchkey-config', 'latchkey.dev/secret': 'pipeline-credentials' })
+    assert.ok(plan.ok && plan.plan.inject)
+    const expected = sidecarContainer(plan.plan, { ...SIDECAR, image: IMAGE })
+    const expectedVolumes = sidecarVolumes(plan.plan, true)
+    for (const o of podTemplates('base')) {
+      const spec = podSpecOf(o)
+      assert.deepEqual(spec.initContainers?.[0], expected, `${o.kind}: sidecar`)
+      for (const v of expectedVolumes) assert.deepEqual(spec.volumes?.find((x) => x.name === v.name), v, `${o.kind}: volume ${String(v.name)}`)
+    }
+  })
+
+  it('every pod meets the restricted Pod Security profile and requests resources', () => {
+    for (const d of [...LAYOUTS]) {
+      for (const o of podTemplates(d)) {
+        const spec = podSpecOf(o)
+        const pod = spec.securityContext ?? {}
+        assert.equal(spec.hostNetwork, undefined)
+        assert.ok(!spec.volumes?.some((v) => 'hostPath' in v), `${d} ${o.kind}: no hostPath`)
+        for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+          const at = `${d} ${o.kind}/${o.metadata.name} container ${c.name}`
+          const sc = c.securityContext ?? {}
+          assert.ok(sc.runAsNonRoot === true || (pod.runAsNonRoot === true && sc.runAsNonRoot !== false), `${at}: runAsNonRoot`)
+          assert.equal(sc.allowPrivilegeEscalation, false, `${at}: allowPrivilegeEscalation`)
+          assert.deepEqual((sc.capabilities as Json | undefined)?.drop, ['ALL'], `${at}: drop ALL`)
+          assert.equal(((sc.seccompProfile ?? pod.seccompProfile) as Json | undefined)?.type, 'RuntimeDefault', `${at}: seccomp`)
+          assert.equal(sc.readOnlyRootFilesystem, true, `${at}: read-only root filesystem`)
+          assert.ok(c.resources?.requests?.cpu && c.resources.requests.memory, `${at}: resource requests`)
+          assert.match(c.image, /^[^:]+(:[^:/]+)?:(?!latest$)[\w.-]+$/, `${at}: a pinned, non-latest image tag`)
+        }
+      }
+    }
+  })
+
+  it('the app containers reach latchkey through the route URL or HTTP_PROXY, and NO_PROXY keeps loopback direct', () => {
+    for (const d of WORKLOADS) {
+      for (const o of podTemplates(d)) {
+        for (const c of podSpecOf(o).containers) {
+          const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]))
+          assert.equal(env.LATCHKEY_URL, 'http://127.0.0.1:8181')
+          assert.equal(env.HTTP_PROXY, 'http://127.0.0.1:8181')
+          assert.match(env.NO_PROXY ?? '', /(^|,)127\.0\.0\.1(,|$)/)
+        }
+      }
+    }
+  })
+
+  it('each overlay shows its workload identity the native way and drops the base example Secret', () => {
+    const sa = (d: string) => find(d, 'ServiceAccount', 'pipeline').metadata.annotations ?? {}
+    assert.match(sa('overlays/aws')['eks.amazonaws.com/role-arn'] ?? '', /^arn:aws:iam::\d{12}:role\//)
+    assert.match(sa('overlays/gcp')['iam.gke.io/gcp-service-account'] ?? '', /@[\w-]+\.iam\.gserviceaccount\.com$/)
+    assert.match(sa('overlays/azure')['azure.workload.identity/client-id'] ?? '', /^[0-9a-f-]{36}$/)
+    for (const o of podTemplates('overlays/azure')) {
+      assert.equal((o.spec as { template: { metadata: { labels: Json } } }).template.metadata.labels['azure.workload.identity/use'], 'true', o.kind)
+    }
+    for (const o of podTemplates('overlays/vault')) {
+      const spec = podSpecOf(o)
+      const token = spec.volumes?.find((v) => v.name === 'vault-token') as { projected: { sources: { serviceAccountToken: Json }[] } } | undefined
+      assert.deepEqual(token?.projected.sources[0]?.serviceAccountToken, { audience: 'vault', expirationSeconds: 3600, path: 'token' })
+      const mounts = (spec.initContainers?.[0] as unknown as { volumeMounts: { name: string }[] }).volumeMounts
+      assert.ok(mounts.some((m) => m.name === 'vault-token'), 'the token is mounted into latchkey')
+      assert.ok(!spec.containers.some((c) => JSON.stringify(c).includes('vault-token')), 'and into no app container')
+    }
+    for (const d of WORKLOADS.slice(1)) {
+      for (const o of podTemplates(d)) assert.ok(!JSON.stringify(podSpecOf(o)).includes('latchkey-secret'), `${d} ${o.kind}`)
+    }
+    for (const d of WORKLOADS) assert.equal(find(d, 'ServiceAccount', 'pipeline').automountServiceAccountToken, false)
+  })
+
+  it('the webhook configuration is v1-only, side-effect free, fails closed and is scoped by namespace and object selectors', () => {
+    const mwc = find('injector/base', 'MutatingWebhookConfiguration')
+    const [hook, ...rest] = mwc.webhooks as Json[]
+    assert.equal(rest.length, 0)
+    assert.ok(hook)
+    assert.deepEqual(hook.admissionReviewVersions, ['v1'])
+    assert.equal(hook.sideEffects, 'None')
+    assert.equal(hook.failurePolicy, 'Fail')
+    assert.deepEqual((hook.namespaceSelector as Json).matchLabels, { 'latchkey.dev/injection': 'enabled' })
+    assert.ok(JSON.stringify(hook.namespaceSelector).includes('latchkey-system'), 'the injector namespace is never selected')
+    assert.deepEqual(hook.objectSelector, { matchExpressions: [{ key: 'latchkey.dev/inject', operator: 'NotIn', values: ['false'] }] })
+    assert.deepEqual(hook.rules, [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }])
+    const svc = find('injector/base', 'Service', 'latchkey-injector')
+    assert.deepEqual((hook.clientConfig as Json).service, { name: svc.metadata.name, namespace: svc.metadata.namespace, path: '/mutate', port: 443 })
+    const dep = find('injector/base', 'Deployment', 'latchkey-injector')
+    const c = podSpecOf(dep).containers[0] as Container & { args: string[] }
+    assert.equal(c.args[0], 'injector')
+    assert.ok(c.args.includes(`--sidecar-image=${c.image}`), 'the injected sidecar image is the injector image')
+    assert.equal((dep.spec as Json).replicas, 2)
+    assert.equal(find('injector/base', 'PodDisruptionBudget').kind, 'PodDisruptionBudget')
+  })
+
+  it('the cert-manager layout issues the serving certificate and injects its CA into the webhook configuration', () => {
+    const d = 'injector/cert-manager'
+    const cert = find(d, 'Certificate')
+    const issuer = find(d, 'Issuer')
+    const spec = cert.spec as { secretName: string; dnsNames: string[]; issuerRef: { kind: string; name: string }; privateKey: Json }
+    // Structural checks: kubernetes-models has no cert-manager schemas.
+    assert.equal(cert.apiVersion, 'cert-manager.io/v1')
+    assert.deepEqual(spec.issuerRef, { kind: 'Issuer', name: issuer.metadata.name })
+    assert.equal(issuer.metadata.namespace, cert.metadata.namespace)
+    assert.deepEqual(issuer.spec, { selfSigned: {} })
+    assert.ok(spec.dnsNames.includes('latchkey-injector.latchkey-system.svc'), 'the name the API server dials')
+    const dep = find(d, 'Deployment', 'latchkey-injector')
+    assert.ok(podSpecOf(dep).volumes?.some((v) => (v.secret as Json | undefined)?.secretName === spec.secretName), 'the Deployment mounts the issued Secret')
+    const mwc = find(d, 'MutatingWebhookConfiguration')
+    assert.equal(mwc.metadata.annotations?.['cert-manager.io/inject-ca-from'], `${cert.metadata.namespace}/${cert.metadata.name}`)
+  })
+
+  it('a new user’s annotated Job, sent through the injector, becomes a schema-valid pod with latchkey injected', async () => {
+    const job = find('examples/injected-job', 'Job')
+    const template = (job.spec as { template: { metadata: Json; spec: PodSpec } }).template
+    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, generateName: 'pipeline-injected-', namespace: 'pipelines' }, spec: template.spec }
+    const injectorArgs = (podSpecOf(find('injector/base', 'Deployment')).containers[0] as unknown as { args: string[] }).args
+    const image = injectorArgs.find((a) => a.startsWith('--sidecar-image='))?.slice('--sidecar-image='.length) ?? assert.fail('no --sidecar-image')
+    const result = reviewAdmission(admissionReview(pod), { ...SIDECAR, image })
+    assert.equal(result.outcome, 'injected')
+    const patched = applyPatch(pod, JSON.parse(Buffer.from(result.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[])
+    assert.deepEqual(await validateObject(patched), { ok: true })
+    assert.deepEqual(unknownFieldProblems([patched]), [])
+    const spec = patched.spec as PodSpec
+    assert.equal(spec.initContainers?.[0]?.name, 'latchkey')
+    assert.equal(spec.initContainers?.[0]?.image, image)
+    assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-config')?.configMap as Json).name, find('examples/injected-job', 'ConfigMap').metadata.name)
+    assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-secret')?.secret as Json).defaultMode, 0o440, 'group-readable through the pod fsGroup')
+    // The injected pod is as locked down as the hand-written ones.
+    for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+      assert.equal(c.securityContext?.allowPrivilegeEscalation, false, c.name)
+      assert.equal(c.securityContext?.readOnlyRootFilesystem, true, c.name)
+    }
+    assert.equal(Object.fromEntries((spec.containers[0]?.env ?? []).map((e) => [e.name, e.value])).LATCHKEY_URL, 'http://127.0.0.1:8181')
+  })
+})
