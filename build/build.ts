@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { build } from 'esbuild'
+import { build, stop } from 'esbuild'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -58,6 +58,9 @@ export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<Build
     logLevel: 'warning',
     // The bin entry is a plain .js file that imports .ts: esbuild strips the types itself.
     resolveExtensions: ['.ts', '.js'],
+  }).finally(() => {
+    // esbuild's service process would otherwise keep a caller (a test) alive for seconds.
+    void stop()
   })
   const files: Record<string, number> = {}
   for (const [file, meta] of Object.entries(result.metafile.outputs)) files[path.relative(outdir, path.resolve(ROOT, file))] = meta.bytes

@@ -43,7 +43,8 @@ export const DEFAULT_SIDECAR_OPTIONS: Omit<SidecarOptions, 'image'> = {
   adminPort: 8182,
   // Cluster-internal names go direct: with `egress: deny` latchkey would refuse them.
   noProxy: 'localhost,127.0.0.1,::1,.svc,.cluster.local',
-  resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '192Mi' } },
+  // Measured: about 95 MiB RSS at ready, 110 MiB with interception on (Node 24; see docs/kubernetes.md).
+  resources: { requests: { cpu: '20m', memory: '128Mi' }, limits: { memory: '256Mi' } },
 }
 
 type Plan = Extract<InjectionPlan, { inject: true }>

@@ -1,0 +1,190 @@
+/**
+ * The container image, without Docker: run what `npm run build` produces the way the image
+ * runs it — /app holding dist/ + package.json + node_modules, owned by root and read-only,
+ * the process as a non-root uid, the config in a read-only directory, writes only to the two
+ * directories a pod mounts as emptyDirs (CA state, shared public CA) — and check /readyz,
+ * a proxied request, and a clean SIGTERM.
+ */
+import assert from 'node:assert/strict'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { buildDist } from '../../build/build.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+const NOBODY = 65534
+const CANARY_ENV = 'canary-env-secret-7f3a91'
+const CANARY_FILE = 'canary-file-secret-c0ffee42'
+const isRoot = process.getuid?.() === 0
+
+/** chmod a tree read-only (dirs 0555, files 0444; executables keep x). */
+function readOnlyTree(dir: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    if (e.isSymbolicLink()) continue
+    if (e.isDirectory()) readOnlyTree(p)
+    else chmodSync(p, statSync(p).mode & 0o111 ? 0o555 : 0o444)
+  }
+  chmodSync(dir, 0o555)
+}
+
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: 2000 }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+  })
+}
+
+describe('the image layout: npm run build output, read-only, non-root', { skip: !isRoot && 'needs root to drop to uid 65534' }, () => {
+  let work: string
+  let app: string
+  let upstream: http.Server
+  const seen: http.IncomingHttpHeaders[] = []
+
+  before(async () => {
+    work = mkdtempSync(path.join(tmpdir(), 'latchkey-image-'))
+    chmodSync(work, 0o755)
+    app = path.join(work, 'app')
+    mkdirSync(app)
+    await buildDist(path.join(app, 'dist'))
+    copyFileSync(path.join(ROOT, 'package.json'), path.join(app, 'package.json'))
+    // The image has production dependencies only; here the repository's node_modules stands in.
+    symlinkSync(path.join(ROOT, 'node_modules'), path.join(app, 'node_modules'))
+    readOnlyTree(app)
+
+    upstream = http.createServer((req, res) => {
+      seen.push(req.headers)
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('upstream ok')
+    })
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+  })
+  after(async () => {
+    upstream.closeAllConnections()
+    await new Promise((r) => upstream.close(r))
+    if (work) rmSync(work, { recursive: true, force: true })
+  })
+
+  it('runs `latchkey version` from the read-only copy as uid 65534', () => {
+    const r = spawnSync(process.execPath, ['dist/cli/latchkey.js', 'version'], { cwd: app, uid: NOBODY, gid: NOBODY, env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }, encoding: 'utf8', timeout: 20_000 })
+    assert.equal(r.status, 0, r.stderr)
+    assert.match(r.stdout, /^latchkey \d+\.\d+\.\d+/)
+  })
+
+  it('starts as uid 65534 on a read-only app and config, becomes ready, injects, writes only to the mounted dirs, and drains on SIGTERM', async (t) => {
+    // The pod's volumes: a read-only config dir and Secret dir, two writable emptyDirs.
+    const config = path.join(work, 'etc-latchkey')
+    const secrets = path.join(work, 'secrets')
+    const state = path.join(work, 'state')
+    const shared = path.join(work, 'shared')
+    for (const d of [config, secrets, state, shared]) mkdirSync(d)
+    for (const d of [state, shared]) chownSync(d, NOBODY, NOBODY)
+    writeFileSync(path.join(secrets, 'api-key'), CANARY_FILE, { mode: 0o400 })
+    chownSync(path.join(secrets, 'api-key'), NOBODY, NOBODY)
+    const port = (upstream.address() as AddressInfo).port
+    writeFileSync(
+      path.join(config, 'latchkey.yaml'),
+      [
+        'listen: 127.0.0.1:0',
+        'admin: { listen: 127.0.0.1:0 }',
+        'log: { level: info }',
+        'providers:',
+        '  dev: { type: env }',
+        `  mounted: { type: file, dir: ${secrets} }`,
+        'credentials:',
+        `  envcred: { provider: dev, ref: PIPELINE_TOKEN, hosts: ["127.0.0.1:${port}"], inject: { type: bearer }, insecure: true }`,
+        `  filecred: { provider: mounted, ref: api-key, hosts: ["localhost:${port}"], inject: { type: header, header: X-Api-Key }, insecure: true }`,
+        'routes:',
+        `  up: { upstream: "http://127.0.0.1:${port}" }`,
+        'intercept:',
+        '  enabled: true',
+        `  caDir: ${state}/ca`,
+        `  publicCaFile: ${shared}/ca.pem`,
+      ].join('\n') + '\n',
+    )
+    readOnlyTree(config)
+    readOnlyTree(secrets)
+    chmodSync(secrets, 0o555)
+
+    const started = performance.now()
+    const child: ChildProcess = spawn(process.execPath, ['--enable-source-maps', 'dist/cli/latchkey.js', 'run', '-c', path.join(config, 'latchkey.yaml')], {
+      cwd: app,
+      uid: NOBODY,
+      gid: NOBODY,
+      env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production', PIPELINE_TOKEN: CANARY_ENV, NO_PROXY: '127.0.0.1,localhost' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    child.stdout?.on('data', (c: Buffer) => (out += c.toString()))
+    child.stderr?.on('data', (c: Buffer) => (err += c.toString()))
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+    try {
+      // The admin URL is in the `listening` line.
+      let adminUrl: string | undefined
+      let proxyUrl: string | undefined
+      let readyAt: number | undefined
+      const deadline = Date.now() + 20_000
+      while (readyAt === undefined && Date.now() < deadline && child.exitCode === null) {
+        if (!adminUrl) {
+          const line = out
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as { event?: string; admin?: string; proxy?: string })
+            .find((l) => l.event === 'listening')
+          adminUrl = line?.admin
+          proxyUrl = line?.proxy
+        }
+        if (adminUrl && (await get(`${adminUrl}/readyz`).catch(() => ({ status: 0 }))).status === 200) readyAt = performance.now()
+        else await new Promise((r) => setTimeout(r, 10))
+      }
+      assert.ok(readyAt !== undefined && proxyUrl, `ready within 20 s (exit ${child.exitCode}): ${err}\n${out.slice(0, 2000)}`)
+      const rssKiB = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1])
+      t.diagnostic(`start-to-ready ${(readyAt - started).toFixed(0)} ms, RSS at ready ${(rssKiB / 1024).toFixed(1)} MiB`)
+
+      // The route injects the env secret; the Secret-file credential goes through the forward proxy.
+      const routed = await get(`${proxyUrl}/up/hello`)
+      assert.equal(routed.status, 200)
+      assert.equal(seen.at(-1)?.authorization, `Bearer ${CANARY_ENV}`)
+      const forwarded = await new Promise<number>((resolve, reject) => {
+        const p = new URL(proxyUrl as string)
+        http
+          .get({ host: p.hostname, port: p.port, path: `http://localhost:${port}/x`, headers: { host: `localhost:${port}` }, agent: false, timeout: 2000 }, (res) => {
+            res.resume()
+            resolve(res.statusCode ?? 0)
+          })
+          .on('error', reject)
+      })
+      assert.equal(forwarded, 200)
+      assert.equal(seen.at(-1)?.['x-api-key'], CANARY_FILE)
+      const rssAfter = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1])
+      t.diagnostic(`RSS after two proxied requests ${(rssAfter / 1024).toFixed(1)} MiB`)
+
+      // Interception wrote its CA to the writable dirs only, the key private to the latchkey uid.
+      assert.ok(existsSync(path.join(shared, 'ca.pem')) && existsSync(path.join(shared, 'ca-bundle.pem')), 'public CA and bundle in the shared dir')
+      const key = statSync(path.join(state, 'ca', 'ca-key.pem'))
+      assert.equal(key.mode & 0o777, 0o600)
+      assert.equal(key.uid, NOBODY)
+
+      child.kill('SIGTERM')
+      const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 10_000).unref())])
+      assert.equal(code, 0, `clean exit after SIGTERM: ${err}`)
+      for (const text of [out, err]) {
+        for (const canary of [CANARY_ENV, CANARY_FILE]) {
+          for (const form of [canary, Buffer.from(canary).toString('base64'), encodeURIComponent(canary)]) assert.ok(!text.includes(form), 'no secret in the output')
+        }
+      }
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    }
+  })
+})
