@@ -1,9 +1,8 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { isLinkLocal } from './upstream.ts'
+import { guardedLookup, isLinkLocal } from './upstream.ts'
 import { sendSocketError } from './respond.ts'
-import dns from 'node:dns'
 
 export interface TunnelOptions {
   connectTimeoutMs: number
@@ -27,16 +26,7 @@ export function openTunnel(client: Duplex, head: Buffer, host: string, port: num
       host: bare,
       port,
       timeout: o.connectTimeoutMs,
-      lookup: o.allowLinkLocal
-        ? undefined
-        : (name, opts, cb) =>
-            dns.lookup(name, { ...opts, all: true }, (err, addrs) => {
-              if (err) return cb(err, [])
-              const ok = addrs.filter((a) => !isLinkLocal(a.address))
-              if (ok.length === 0) return cb(Object.assign(new Error('link-local only'), { code: 'LATCHKEY_LINK_LOCAL' }), [])
-              if (opts.all) return cb(null, ok)
-              cb(null, (ok[0] as dns.LookupAddress).address, (ok[0] as dns.LookupAddress).family)
-            }),
+      lookup: o.allowLinkLocal ? undefined : guardedLookup,
     })
     let connected = false
     upstream.once('timeout', () => {

@@ -31,7 +31,7 @@ class LinkLocalError extends Error {
 }
 
 /** dns.lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
-function guardedLookup(
+export function guardedLookup(
   hostname: string,
   options: dns.LookupOptions,
   callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
