@@ -3,11 +3,12 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, CommanderError } from 'commander'
 import { startDaemon } from '../daemon.ts'
-import { loadConfigFile } from '../config/load.ts'
+import { loadConfigFile, type Config } from '../config/load.ts'
 import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
 import { createEchoServer } from './echo-server.ts'
 import { execCommand } from './exec-command.ts'
+import { injectorCommand } from './injector-command.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -32,7 +33,9 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('run the daemon (config from -c, else $LATCHKEY_CONFIG, else ./latchkey.yaml, else env-only mode)')
     .option('-c, --config <file>', 'config file (YAML or JSON)')
     .option('--demo', 'run the built-in local example (env + file secrets) with an echo upstream on 127.0.0.1:8183')
-    .action(async (o: { config?: string; demo?: boolean }) => setCode(await run(io, o)))
+    .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback)')
+    .option('--admin-listen <host:port>', 'admin listener, overriding the config (a pod binds 0.0.0.0:8182 so kubelet probes reach it)')
+    .action(async (o: RunOptions) => setCode(await run(io, o)))
 
   program
     .command('check')
@@ -87,11 +90,41 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
 
   program.addCommand(execCommand(io, setCode))
   program.addCommand(caCommand(io, setCode))
+  program.addCommand(injectorCommand(io))
 
   return program
 }
 
-async function run(io: CliIo, o: { config?: string; demo?: boolean }): Promise<number> {
+interface RunOptions {
+  config?: string
+  demo?: boolean
+  listen?: string
+  adminListen?: string
+}
+
+/** Apply --listen / --admin-listen to a loaded config (validated like the file's values). */
+function withListenOverrides(config: Config, o: RunOptions): Config | string {
+  const parse = (v: string, flag: string) => {
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(v)
+    if (!m || Number(m[3]) > 65535) return `${flag}: expected host:port, got ${JSON.stringify(v)}`
+    return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) }
+  }
+  let listen = config.listen
+  let admin = config.admin
+  if (o.listen !== undefined) {
+    const r = parse(o.listen, '--listen')
+    if (typeof r === 'string') return r
+    listen = r
+  }
+  if (o.adminListen !== undefined) {
+    const r = parse(o.adminListen, '--admin-listen')
+    if (typeof r === 'string') return r
+    admin = Object.freeze({ ...config.admin, listen: r })
+  }
+  return Object.freeze({ ...config, listen, admin })
+}
+
+async function run(io: CliIo, o: RunOptions): Promise<number> {
   let env = io.env
   let result
   if (o.demo) {
@@ -104,6 +137,11 @@ async function run(io: CliIo, o: { config?: string; demo?: boolean }): Promise<n
     io.stderr.write(formatIssues(result.issues))
     return 2
   }
+  const config = withListenOverrides(result.config, o)
+  if (typeof config === 'string') {
+    io.stderr.write(`latchkey: ${config}\n`)
+    return 2
+  }
   let echo: ReturnType<typeof createEchoServer> | undefined
   if (o.demo) {
     echo = createEchoServer()
@@ -111,7 +149,7 @@ async function run(io: CliIo, o: { config?: string; demo?: boolean }): Promise<n
   }
   let daemon
   try {
-    daemon = await startDaemon({ config: result.config, env, logStream: io.stdout })
+    daemon = await startDaemon({ config, env, logStream: io.stdout })
   } catch (err) {
     io.stderr.write(`latchkey: cannot start: ${(err as Error).message}\n`)
     echo?.close()

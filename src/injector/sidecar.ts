@@ -65,7 +65,8 @@ export function sidecarContainer(plan: Plan, o: SidecarOptions): Json {
     image: o.image,
     imagePullPolicy: o.imagePullPolicy,
     restartPolicy: 'Always',
-    args: ['run', '-c', `${POD_PATHS.configDir}/${plan.configKey}`],
+    // The admin listener must bind the pod IP for kubelet httpGet probes, whatever the config says.
+    args: ['run', '-c', `${POD_PATHS.configDir}/${plan.configKey}`, '--admin-listen', `0.0.0.0:${o.adminPort}`],
     ports: [{ name: 'latchkey-admin', containerPort: o.adminPort, protocol: 'TCP' }],
     startupProbe: probe('/readyz', PROBE_TIMING.startup),
     livenessProbe: probe('/healthz', PROBE_TIMING.liveness),

@@ -148,3 +148,20 @@ test('curl -x through the forward proxy delivers the credential upstream', { ski
     await d.exited
   }
 })
+
+test('latchkey run --admin-listen overrides the config (how a pod binds the probes) and a malformed value exits 2', async () => {
+  const file = await writeConfig('override.json', { ...goodConfig(), admin: { listen: '127.0.0.1:1' } })
+  const d = await startBin(['run', '-c', file, '--admin-listen', '127.0.0.1:0'], { env: { API_TOKEN: CANARY } })
+  try {
+    assert.notEqual(d.adminUrl, 'http://127.0.0.1:1')
+    const r = await fetch(`${d.adminUrl}/healthz`)
+    assert.equal(r.status, 200)
+    await r.text()
+  } finally {
+    d.child.kill('SIGTERM')
+    await d.exited
+  }
+  const bad = await runBin(['run', '-c', file, '--admin-listen', 'nonsense'])
+  assert.equal(bad.code, 2)
+  assert.match(bad.stderr, /--admin-listen/)
+})

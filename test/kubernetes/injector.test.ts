@@ -41,7 +41,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(sidecar.name, 'latchkey')
     assert.equal(sidecar.restartPolicy, 'Always')
     assert.equal(sidecar.image, SIDECAR.image)
-    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/latchkey.yaml'])
+    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/latchkey.yaml', '--admin-listen', '0.0.0.0:8182'])
     assert.deepEqual(sidecar.securityContext, {
       runAsNonRoot: true,
       runAsUser: 65532,
@@ -122,7 +122,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(env.REQUESTS_CA_BUNDLE, '/var/run/latchkey/ca-bundle.pem')
     assert.equal(env.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
     const sidecar = (patched.spec.initContainers as C[])[0] as C
-    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/config.yaml'])
+    assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/config.yaml', '--admin-listen', '0.0.0.0:8182'])
     // The CA key's directory is mounted in the sidecar only.
     assert.ok(!app.volumeMounts?.some((m) => m.name === 'latchkey-state'))
   })
