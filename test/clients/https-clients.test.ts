@@ -117,6 +117,12 @@ test('Python urllib with HTTPS_PROXY and SSL_CERT_FILE gets the credential on th
   assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/urllib', 'present'], ['/py/urllib-unbound', 'absent']])
 })
 
+test('Python urllib with SSL_CERT_FILE on the bundle alone reaches the bound host', { skip: noPython }, async () => {
+  const r = keep(await run('python3', ['-c', PY_URLLIB, f.boundUrl('/py/urllib-bundle')], { env: proxyEnv({ SSL_CERT_FILE: f.bundleFile }) }))
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
+})
+
 const NODE_FETCH = `
 for (const url of process.argv.slice(1)) {
   const r = await fetch(url)
@@ -132,6 +138,12 @@ test('Node fetch with NODE_USE_ENV_PROXY=1 and NODE_EXTRA_CA_CERTS gets the cred
   const r = keep(await run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.boundUrl('/node/fetch'), f.unboundUrl('/node/fetch-unbound')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: extra }) }))
   assert.equal(r.code, 0, r.stderr)
   assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/node/fetch', 'present'], ['/node/fetch-unbound', 'absent']])
+})
+
+test('Node fetch with NODE_EXTRA_CA_CERTS on the CA certificate alone reaches the bound host', async () => {
+  const r = keep(await run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.boundUrl('/node/ca-only')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: f.caFile }) }))
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
 })
 
 test('Node fetch that does not trust the latchkey CA fails and the upstream receives nothing', async () => {
