@@ -153,3 +153,28 @@ test('an invalid configuration stops the process at start with the problems list
   assert.match(r.stderr, /credentials\.x\.hosts/)
   assert.equal(r.stdout, '')
 })
+
+test('without LATCHKEY_CONFIG or LATCHKEY_ALLOWED_HOSTS the shim warns once and injects nothing', async () => {
+  const r = keep(await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://localhost:${up.port}/unconfigured`], { cwd: REPO, env: appEnv({ APP_TOKEN: CANARY }) }))
+  assert.equal(r.code, 0, r.stderr)
+  assert.deepEqual(lines(r.stdout), ['200 {"path":"/unconfigured","credential":"absent"}'])
+  assert.match(r.stderr, /^latchkey\/register: neither LATCHKEY_CONFIG nor LATCHKEY_ALLOWED_HOSTS is set; no credentials will be injected\n$/)
+})
+
+test('credentialed requests verify TLS even when the app sets NODE_TLS_REJECT_UNAUTHORIZED=0', async () => {
+  // No upstream.caFile and no NODE_EXTRA_CA_CERTS: the upstream's certificate is untrusted.
+  await writeFile(path.join(dir, 'no-ca.yaml'), `providers: { dev: { type: env } }\ncredentials: { api: { provider: dev, ref: APP_TOKEN, hosts: ["localhost:${up.port}"], inject: { type: bearer } } }\n`)
+  const app = "for (const u of process.argv.slice(2)) { try { const r = await fetch(u); console.log(r.status, await r.text()) } catch (e) { console.log('failed', e.cause?.code ?? e.message) } }"
+  await writeFile(path.join(dir, 'tolerant.mjs'), app)
+  const before = up.received.length
+  const r = keep(
+    await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'tolerant.mjs'), `https://localhost:${up.port}/bound`, `https://127.0.0.1:${up.port}/unbound`], {
+      cwd: REPO,
+      env: baseEnv({ LATCHKEY_CONFIG: path.join(dir, 'no-ca.yaml'), APP_TOKEN: CANARY, NODE_TLS_REJECT_UNAUTHORIZED: '0', NO_PROXY: '*' }),
+    }),
+  )
+  const [bound, unbound] = lines(r.stdout)
+  assert.match(bound ?? '', /^failed /, 'the credential is never sent over unverified TLS')
+  assert.equal(unbound, '200 {"path":"/unbound","credential":"absent"}', "the app's own setting still applies to its other requests")
+  assert.deepEqual(up.received.slice(before).map((x) => x.url), ['/unbound'])
+})
