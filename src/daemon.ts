@@ -8,7 +8,7 @@ import { fetchWithRetry } from './cache/fetch-with-retry.ts'
 import { SecretCache } from './cache/secret-cache.ts'
 import { compileConfig, type CompiledCredential, type Config } from './config/load.ts'
 import { Forwarder } from './proxy/forward.ts'
-import { createProxyServer, type ConnectInterceptor } from './proxy/proxy-server.ts'
+import { createProxyServer, destroyTunnels, type ConnectInterceptor } from './proxy/proxy-server.ts'
 import { TargetResolver } from './proxy/resolve-target.ts'
 import { createUpstreamAgents } from './proxy/upstream.ts'
 import { ProviderPool } from './providers/provider-pool.ts'
@@ -151,7 +151,7 @@ export function createBroker(opts: DaemonOptions): Broker {
 }
 
 /** Start the daemon: proxy listener + admin listener + prefetch. */
-export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (broker: Broker, forwarder: Forwarder) => Promise<ConnectInterceptor> } = {}): Promise<Daemon> {
+export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (broker: Broker, forwarder: Forwarder) => Promise<ConnectInterceptor & { close?(graceMs?: number): Promise<void> }> } = {}): Promise<Daemon> {
   const broker = createBroker(opts)
   const { config, logger, metrics, cache } = broker
   const agents = createUpstreamAgents({
@@ -220,15 +220,20 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         sweep.unref()
         proxy.closeIdleConnections()
         admin.closeIdleConnections()
+        // Intercepted tunnels drain in parallel (they are not the HTTP server's connections).
+        const interceptorClosed = interceptor?.close ? interceptor.close(graceMs) : Promise.resolve()
         const timer = setTimeout(() => {
           proxy.closeAllConnections()
           admin.closeAllConnections()
         }, graceMs)
         timer.unref()
+        // Blind tunnels carry no request we could wait for: end them now so close() does not hang on them.
+        destroyTunnels(proxy)
         await done
+        await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)
-        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), interceptor && 'close' in interceptor ? (interceptor as { close(): Promise<void> }).close() : undefined])
+        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll()])
         cache.clear()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')

@@ -187,8 +187,12 @@ export async function cli(argv: string[]): Promise<void> {
     process.stderr.write(`latchkey: ${name} received, draining\n`)
     controller.abort()
   }
-  process.on('SIGTERM', onSignal)
-  process.on('SIGINT', onSignal)
+  // `exec` forwards signals to its command and exits with its code: it owns them.
+  const ownsSignals = argv[0] !== 'exec'
+  if (ownsSignals) {
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  }
   // Some SDKs drop promises (background token refreshes). One failed refresh must not take
   // the broker down; say what failed by class and code only — a message could hold a value.
   process.on('unhandledRejection', (reason) => {

@@ -30,6 +30,14 @@ export interface ProxyServerOptions {
  * Content-Length / Transfer-Encoding, bad chunking, obs-fold) before we see a request;
  * `clientError` answers those with a stable code.
  */
+/** Blind CONNECT tunnels leave the HTTP server's connection tracking; they are ended on shutdown. */
+const tunnels = new WeakMap<http.Server, Set<Duplex>>()
+
+/** Destroy every open blind tunnel of a proxy server (intercepted ones drain through the interceptor). */
+export function destroyTunnels(server: http.Server): void {
+  for (const socket of tunnels.get(server) ?? []) socket.destroy()
+}
+
 export function createProxyServer(o: ProxyServerOptions): http.Server {
   const server = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
     const target = o.resolver.resolve(req)
@@ -47,6 +55,8 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     })
   })
 
+  const open = new Set<Duplex>()
+  tunnels.set(server, open)
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy())
     const d = o.resolver.connect(req.url ?? '')
@@ -67,6 +77,8 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
       return
     }
     o.metrics.requests.inc({ mode: 'connect', outcome: 'tunnel' })
+    open.add(socket)
+    socket.once('close', () => open.delete(socket))
     void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger })
   })
 

@@ -53,10 +53,11 @@ export function guardedLookup(
 export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined
   const common = { headersTimeout: o.requestTimeoutMs, bodyTimeout: o.requestTimeoutMs, keepAliveTimeout: 30_000, connections: 256 }
-  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, ...(ca ? { ca } : {}) } })
+  // Explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in an embedding process (exec, the shim) must not turn verification off (T4).
+  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
   const passthrough = new Agent({
     ...common,
-    connect: { timeout: o.connectTimeoutMs, ...(ca ? { ca } : {}), ...(o.allowLinkLocal ? {} : { lookup: guardedLookup }) },
+    connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), ...(o.allowLinkLocal ? {} : { lookup: guardedLookup }) },
   })
   return { credentialed, passthrough }
 }

@@ -83,3 +83,23 @@ test('link-local and metadata addresses are refused under passthrough, by forwar
 test('no egress log line contains the canary', () => {
   assertNoCanary(logs.lines(), [CANARY])
 })
+
+test('closing the daemon ends open blind tunnels instead of waiting for them', async () => {
+  const d = await startDaemon({
+    env: {},
+    logStream: captureLogs().stream,
+    processMetrics: false,
+    config: { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, egress: 'passthrough' },
+  })
+  const { connect } = await import('node:net')
+  const u = new URL(d.proxyUrl)
+  const socket = connect(Number(u.port), u.hostname)
+  const established = new Promise<string>((resolve) => socket.once('data', (c) => resolve(c.toString())))
+  socket.write(`CONNECT 127.0.0.1:${other.port} HTTP/1.1\r\nHost: 127.0.0.1:${other.port}\r\n\r\n`)
+  assert.match(await established, /^HTTP\/1\.1 200/)
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  const t = performance.now()
+  await d.close(30_000)
+  await closed
+  assert.ok(performance.now() - t < 5000, 'close did not wait for the tunnel')
+})
