@@ -148,7 +148,10 @@ async function main(): Promise<void> {
       const mod = (await import('./intercept.ts')) as { benchIntercept?: (o: { durationMs: number; concurrency: number }) => Promise<Array<{ name: string; rps: number; p50ms: number; p99ms: number }>> }
       if (mod.benchIntercept) {
         const r = await mod.benchIntercept(opts)
-        interceptRows = '\n\nHTTPS through latchkey (its own upstream, ratios to its plain forward proxy row):\n' + r.map((x) => `- ${x.name}: ${x.rps.toFixed(0)} req/s, p50 ${x.p50ms.toFixed(2)} ms, p99 ${x.p99ms.toFixed(2)} ms`).join('\n')
+        const base = r[0]
+        interceptRows =
+          '\n\nHTTPS (TLS upstream), ratios to HTTPS direct:\n\n| path | req/s | ratio to direct | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n' +
+          r.map((x) => `| ${x.name} | ${x.rps.toFixed(0)} | ${base && !x.name.startsWith('certIssueMs') ? (x.rps / base.rps).toFixed(2) : '—'} | ${x.p50ms.toFixed(2)} | ${x.p99ms.toFixed(2)} |`).join('\n')
       }
     } catch (err) {
       interceptRows = `\n\n(interception bench not run: ${(err as Error).message})`
