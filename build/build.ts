@@ -1,5 +1,6 @@
 /**
- * `npm run build`: bundle the CLI into `dist/` for the container image.
+ * `npm run build`: bundle the CLI into `dist/` for the container image, and the library entries
+ * (`latchkey`, `latchkey/register`) that `exports` points installed copies at.
  *
  * What the image copies, and nothing else: `dist/`, `package.json`, and production
  * `node_modules` (dependencies stay external: `packages: 'external'`, so the SDKs keep their
@@ -21,8 +22,10 @@ import { build, stop } from 'esbuild'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-/** The app entry, in order of preference: the bin (Node version guard + CLI), else the CLI module. */
-const ENTRIES = ['bin/latchkey.js', 'src/cli/main.ts']
+/** The CLI entry the image runs and an installed bin loads. */
+const CLI_ENTRY = 'src/cli/run-cli.ts'
+/** Library entries for `exports` (consumers cannot run TypeScript from node_modules). */
+const LIBRARY_ENTRIES = { index: 'src/index.ts', 'shim/register': 'src/shim/register.ts' }
 
 export interface BuildResult {
   outdir: string
@@ -33,13 +36,13 @@ export interface BuildResult {
 }
 
 export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<BuildResult> {
-  const entry = ENTRIES.map((e) => path.join(ROOT, e)).find((e) => existsSync(e))
-  if (!entry) throw new Error(`no app entry: none of ${ENTRIES.join(', ')} exists`)
+  const entry = path.join(ROOT, CLI_ENTRY)
+  if (!existsSync(entry)) throw new Error(`no app entry: ${CLI_ENTRY} does not exist`)
   rmSync(outdir, { recursive: true, force: true })
   mkdirSync(outdir, { recursive: true })
   const result = await build({
     absWorkingDir: ROOT,
-    entryPoints: { 'cli/latchkey': entry },
+    entryPoints: { 'cli/latchkey': entry, ...LIBRARY_ENTRIES },
     outdir,
     bundle: true,
     packages: 'external',

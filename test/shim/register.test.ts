@@ -91,7 +91,7 @@ function lines(stdout: string): string[] {
 
 test('node --import latchkey/register with LATCHKEY_CONFIG: global fetch gets the header for the bound host, none for others', async () => {
   const r = keep(
-    await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://localhost:${up.port}/bound`, `https://127.0.0.1:${up.port}/other`], {
+    await run(process.execPath, ['--conditions=development', '--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://localhost:${up.port}/bound`, `https://127.0.0.1:${up.port}/other`], {
       cwd: REPO,
       env: appEnv({ LATCHKEY_CONFIG: path.join(dir, 'latchkey.yaml'), APP_TOKEN: CANARY }),
     }),
@@ -105,7 +105,7 @@ test('NODE_OPTIONS=--import=latchkey/register in env-only mode works the same', 
   const r = keep(
     await run(process.execPath, [path.join(dir, 'app.mjs'), `https://localhost:${up.port}/env-mode`], {
       cwd: REPO,
-      env: appEnv({ NODE_OPTIONS: '--import=latchkey/register', LATCHKEY_ALLOWED_HOSTS: `localhost:${up.port}`, LATCHKEY_PROVIDER: 'env', LATCHKEY_SECRET: 'APP_TOKEN', APP_TOKEN: CANARY, NODE_EXTRA_CA_CERTS: path.join(dir, 'upstream-ca.pem') }),
+      env: appEnv({ NODE_OPTIONS: '--conditions=development --import=latchkey/register', LATCHKEY_ALLOWED_HOSTS: `localhost:${up.port}`, LATCHKEY_PROVIDER: 'env', LATCHKEY_SECRET: 'APP_TOKEN', APP_TOKEN: CANARY, NODE_EXTRA_CA_CERTS: path.join(dir, 'upstream-ca.pem') }),
     }),
   )
   assert.equal(r.code, 0, r.stderr)
@@ -114,7 +114,7 @@ test('NODE_OPTIONS=--import=latchkey/register in env-only mode works the same', 
 
 test('an upstream 401 after rotation is retried once by the shim, and LATCHKEY_LOG_LEVEL=info logs redacted lines to stderr', async () => {
   accept = CANARY_OLD
-  const child = spawn(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://127.0.0.1:${up.port}/rot/1`, 'wait', `https://127.0.0.1:${up.port}/rot/2`], {
+  const child = spawn(process.execPath, ['--conditions=development', '--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://127.0.0.1:${up.port}/rot/1`, 'wait', `https://127.0.0.1:${up.port}/rot/2`], {
     cwd: REPO,
     env: appEnv({ LATCHKEY_CONFIG: path.join(dir, 'latchkey.yaml'), APP_TOKEN: CANARY, LATCHKEY_LOG_LEVEL: 'info' }),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -147,7 +147,7 @@ test('an upstream 401 after rotation is retried once by the shim, and LATCHKEY_L
 
 test('an invalid configuration stops the process at start with the problems listed', async () => {
   await writeFile(path.join(dir, 'bad.yaml'), 'credentials: { x: { provider: nope, ref: A, hosts: [], inject: { type: bearer } } }\n')
-  const r = keep(await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'app.mjs')], { cwd: REPO, env: appEnv({ LATCHKEY_CONFIG: path.join(dir, 'bad.yaml') }) }))
+  const r = keep(await run(process.execPath, ['--conditions=development', '--import', 'latchkey/register', path.join(dir, 'app.mjs')], { cwd: REPO, env: appEnv({ LATCHKEY_CONFIG: path.join(dir, 'bad.yaml') }) }))
   assert.notEqual(r.code, 0)
   assert.match(r.stderr, /latchkey\/register: invalid configuration/)
   assert.match(r.stderr, /credentials\.x\.hosts/)
@@ -155,7 +155,7 @@ test('an invalid configuration stops the process at start with the problems list
 })
 
 test('without LATCHKEY_CONFIG or LATCHKEY_ALLOWED_HOSTS the shim warns once and injects nothing', async () => {
-  const r = keep(await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://localhost:${up.port}/unconfigured`], { cwd: REPO, env: appEnv({ APP_TOKEN: CANARY }) }))
+  const r = keep(await run(process.execPath, ['--conditions=development', '--import', 'latchkey/register', path.join(dir, 'app.mjs'), `https://localhost:${up.port}/unconfigured`], { cwd: REPO, env: appEnv({ APP_TOKEN: CANARY }) }))
   assert.equal(r.code, 0, r.stderr)
   assert.deepEqual(lines(r.stdout), ['200 {"path":"/unconfigured","credential":"absent"}'])
   assert.match(r.stderr, /^latchkey\/register: neither LATCHKEY_CONFIG nor LATCHKEY_ALLOWED_HOSTS is set; no credentials will be injected\n$/)
@@ -168,7 +168,7 @@ test('credentialed requests verify TLS even when the app sets NODE_TLS_REJECT_UN
   await writeFile(path.join(dir, 'tolerant.mjs'), app)
   const before = up.received.length
   const r = keep(
-    await run(process.execPath, ['--import', 'latchkey/register', path.join(dir, 'tolerant.mjs'), `https://localhost:${up.port}/bound`, `https://127.0.0.1:${up.port}/unbound`], {
+    await run(process.execPath, ['--conditions=development', '--import', 'latchkey/register', path.join(dir, 'tolerant.mjs'), `https://localhost:${up.port}/bound`, `https://127.0.0.1:${up.port}/unbound`], {
       cwd: REPO,
       env: baseEnv({ LATCHKEY_CONFIG: path.join(dir, 'no-ca.yaml'), APP_TOKEN: CANARY, NODE_TLS_REJECT_UNAUTHORIZED: '0', NO_PROXY: '*' }),
     }),
