@@ -76,7 +76,7 @@ function explain(config: Config, raw: string, out: (s: string) => void): number 
 }
 
 function describe(err: unknown): string {
-  if (err instanceof ProviderError) return `${err.code}${err.providerCode ? ` (${err.providerCode})` : ''}: ${err.message}`
+  if (err instanceof ProviderError) return `${err.code}: ${err.message}${err.providerCode && !err.message.includes(err.providerCode) ? ` (${err.providerCode})` : ''}`
   const e = err as { code?: string; message?: string }
   return `${e.code ?? 'error'}: ${e.message ?? 'failed'}`
 }
