@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import type { TokenCredential } from '@azure/identity'
 import type { SecretClient, SecretClientOptions } from '@azure/keyvault-secrets'
@@ -6,6 +5,7 @@ import { z } from 'zod'
 import { ProviderError } from '../errors.ts'
 import { FallbackTokenCredential } from './azure-credential.ts'
 import { mapAzureError } from './azure-errors.ts'
+import { readCaFile } from './ca-file.ts'
 import type { ProviderCheck, ProviderContext, ProviderFactory, SecretProvider } from './provider.ts'
 import { SecretValue } from './secret-value.ts'
 
@@ -85,16 +85,6 @@ export function tokenIdentity(token: string): string | undefined {
   }
 }
 
-function loadCa(file: string, where: string): string {
-  try {
-    const pem = readFileSync(file, 'utf8')
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate')
-    return pem
-  } catch (err) {
-    throw new ProviderError('provider_config', `${where}: cannot use caFile ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { retryable: false })
-  }
-}
-
 /**
  * `azure`: Azure Key Vault secrets through `@azure/keyvault-secrets`, authenticated with
  * `DefaultAzureCredential` (workload identity, managed identity, environment, Azure CLI).
@@ -116,7 +106,7 @@ export const azureProvider: ProviderFactory<typeof optionsSchema> = {
     const where = `azure provider ${ctx.name}`
     const defaultVault = options.vaultUrl ?? ctx.env.AZURE_KEYVAULT_URL
     if (defaultVault !== undefined) checkVaultUrl(defaultVault, options, where)
-    const ca = options.caFile ? loadCa(options.caFile, where) : ctx.ca
+    const ca = options.caFile ? readCaFile(options.caFile, where) : ctx.ca
 
     const [{ SecretClient }, { DefaultAzureCredential }] = await Promise.all([import('@azure/keyvault-secrets'), import('@azure/identity')])
     const credential: TokenCredential = new FallbackTokenCredential(

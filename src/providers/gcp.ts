@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager'
 import { z } from 'zod'
 import { ProviderError } from '../errors.ts'
+import { readCaFile } from './ca-file.ts'
 import { crc32c } from './crc32c.ts'
 import { mapGcpError } from './gcp-errors.ts'
 import type { ProviderCheck, ProviderContext, ProviderFactory, SecretProvider } from './provider.ts'
@@ -114,16 +114,6 @@ export function verifiedPayload(res: AccessResponse, what: string, where: string
   }
 }
 
-function loadCa(file: string, where: string): string {
-  try {
-    const pem = readFileSync(file, 'utf8')
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate')
-    return pem
-  } catch (err) {
-    throw new ProviderError('provider_config', `${where}: cannot use caFile ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { retryable: false })
-  }
-}
-
 /**
  * `gcp`: Google Cloud Secret Manager through `@google-cloud/secret-manager` (gRPC).
  *
@@ -141,7 +131,7 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
     // Only an explicit file is passed: GOOGLE_APPLICATION_CREDENTIALS is read by the auth
     // library's own ADC chain (which, unlike `keyFilename`, prints no deprecation warning).
     const keyFilename = options.credentialsFile
-    const ca = options.caFile ? loadCa(options.caFile, where) : ctx.ca
+    const ca = options.caFile ? readCaFile(options.caFile, where) : ctx.ca
     let project = options.project ?? ctx.env.GOOGLE_CLOUD_PROJECT ?? ctx.env.GCLOUD_PROJECT
 
     const { SecretManagerServiceClient } = await import('@google-cloud/secret-manager')

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { rootCertificates } from 'node:tls'
 import type NodeVault from 'node-vault'
 import { z } from 'zod'
 import { duration } from '../config/schema-helpers.ts'
 import { ProviderError } from '../errors.ts'
+import { readCaFile } from './ca-file.ts'
 import type { ProviderCheck, ProviderFactory, SecretProvider } from './provider.ts'
 import { SecretValue } from './secret-value.ts'
 import { isInvalidToken, mapVaultError, vaultStatus } from './vault-errors.ts'
@@ -111,16 +111,6 @@ function isMap(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-function loadCa(file: string, where: string): string[] {
-  try {
-    const pem = readFileSync(file, 'utf8')
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate')
-    return [pem]
-  } catch (err) {
-    throw new ProviderError('provider_config', `${where}: cannot use caFile ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { retryable: false })
-  }
-}
-
 /**
  * `vault`: HashiCorp Vault KV (v1 and v2) through node-vault. Ref = the API path below
  * `/v1/` (`secret/data/mlflow` for KV v2, `kv/mlflow` for KV v1); the secret's map is
@@ -146,7 +136,7 @@ export const vaultProvider: ProviderFactory<typeof optionsSchema> = {
     }
     const caFile = options.caFile ?? ctx.env.VAULT_CACERT
     // Node's `ca` replaces the system store, so the extra CA is added to it.
-    const ca = caFile ? [...rootCertificates, ...loadCa(path.resolve(caFile), where)] : ctx.ca ? [...rootCertificates, ctx.ca] : undefined
+    const ca = caFile ? [...rootCertificates, readCaFile(path.resolve(caFile), where)] : ctx.ca ? [...rootCertificates, ctx.ca] : undefined
     const auth: VaultAuth = options.auth ?? { method: 'token' }
     const resolved: VaultAuth =
       auth.method === 'token'
