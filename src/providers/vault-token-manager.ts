@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { ProviderError } from '../errors.ts'
+import { raceAbort } from './abortable.ts'
 import { mapVaultError, VaultAbortedError } from './vault-errors.ts'
 
 /** How latchkey logs in to Vault (`providers.<name>.auth`). */
@@ -40,29 +41,9 @@ function margin(lease: Lease): number {
   return Math.min(EXPIRY_MARGIN_MS, (lease.leaseSeconds * 1000) / 3)
 }
 
-/**
- * Start `start()` unless `signal` already fired, then await it or reject with
- * `VaultAbortedError` as soon as `signal` fires (node-vault takes no signal).
- */
+/** `raceAbort` for node-vault calls (node-vault takes no signal): an abort is a `VaultAbortedError`. */
 export function raced<T>(start: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new VaultAbortedError())
-  const p = start()
-  // The request keeps running after an abort (it is bounded by `requestTimeout`); its outcome is ignored.
-  p.catch(() => undefined)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new VaultAbortedError())
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
+  return raceAbort(start, signal, () => new VaultAbortedError())
 }
 
 async function readSecretFile(file: string, what: string, where: string): Promise<string> {
