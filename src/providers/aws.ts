@@ -2,7 +2,9 @@ import type { GetSecretValueCommandInput, SecretsManagerClientConfig } from '@aw
 import { z } from 'zod'
 import { duration } from '../config/schema-helpers.ts'
 import { ProviderError, type ProviderErrorCode } from '../errors.ts'
+import { raceAbort } from './abortable.ts'
 import type { ProviderCheck, ProviderFactory, SecretProvider } from './provider.ts'
+import { parseRetryAfter } from './retry-after.ts'
 import { SecretValue } from './secret-value.ts'
 
 const optionsSchema = z
@@ -118,7 +120,7 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
         // (and an assumed role) works without an extra call that could show in audits.
         try {
           const resolve = client.config.credentials
-          const creds = await raceSignal(resolve(), signal)
+          const creds = await raceAbort(() => resolve(), signal, () => Object.assign(new Error('aborted'), { name: 'AbortError' }))
           const kind = creds.sessionToken ? 'temporary credentials' : 'access key'
           return {
             reachable: true,
@@ -136,16 +138,6 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
       },
     }
   },
-}
-
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  p.catch(() => undefined)
-  if (signal.aborted) return Promise.reject(Object.assign(new Error('aborted'), { name: 'AbortError' }))
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' }))
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
 }
 
 /**
@@ -187,14 +179,8 @@ interface SdkError {
   $response?: { headers?: Record<string, string | undefined> }
 }
 
-/** Seconds or an HTTP date, as `Retry-After` allows. */
-function retryAfterMs(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined
-  const s = Number(value)
-  if (Number.isFinite(s) && s >= 0) return Math.min(s * 1000, 300_000)
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.min(at - Date.now(), 300_000))
-}
+/** The longest `Retry-After` wait taken from Secrets Manager; a longer ask is capped. */
+const RETRY_AFTER_CAP_MS = 300_000
 
 function mapAwsError(err: unknown, what: string, where: string): ProviderError {
   if (err instanceof ProviderError) return err
@@ -224,10 +210,10 @@ function mapAwsError(err: unknown, what: string, where: string): ProviderError {
   if (AUTH.has(name) || /credential/i.test(name)) return make('provider_auth_failed', `${what}: AWS did not accept latchkey's credentials (or none could be loaded)`)
   if (name === 'AccessDenied') return make('provider_auth_failed', `${what}: assuming the configured role was refused`)
   if (THROTTLE.has(name) || status === 429) {
-    return make('throttled', `${what}: Secrets Manager throttled the request`, { retryAfterMs: retryAfterMs(e.$response?.headers?.['retry-after']) })
+    return make('throttled', `${what}: Secrets Manager throttled the request`, { retryAfterMs: parseRetryAfter(e.$response?.headers?.['retry-after'], RETRY_AFTER_CAP_MS) })
   }
   if (UNAVAILABLE.has(name) || e.$fault === 'server' || (status !== undefined && status >= 500)) {
-    return make('provider_unavailable', `${what}: Secrets Manager answered with a server error`, { retryAfterMs: retryAfterMs(e.$response?.headers?.['retry-after']) })
+    return make('provider_unavailable', `${what}: Secrets Manager answered with a server error`, { retryAfterMs: parseRetryAfter(e.$response?.headers?.['retry-after'], RETRY_AFTER_CAP_MS) })
   }
   if (status === undefined) {
     if (code !== undefined && TLS.test(code)) return make('provider_unavailable', `${what}: TLS verification of the Secrets Manager endpoint failed`, { retryable: false })

@@ -1,4 +1,5 @@
 import { ProviderError } from '../errors.ts'
+import { parseRetryAfter } from './retry-after.ts'
 
 /**
  * Map what the Azure SDK throws to a `ProviderError`.
@@ -35,12 +36,7 @@ function innerCode(err: { details?: unknown; response?: { bodyAsText?: unknown }
 }
 
 function retryAfterMs(err: { response?: { headers?: { get?(name: string): string | undefined } } }): number | undefined {
-  const raw = err.response?.headers?.get?.('retry-after')
-  if (raw === undefined) return undefined
-  const s = Number(raw)
-  if (Number.isFinite(s) && s >= 0) return Math.min(s * 1000, 60_000)
-  const at = Date.parse(raw)
-  return Number.isNaN(at) ? undefined : Math.min(Math.max(0, at - Date.now()), 60_000)
+  return parseRetryAfter(err.response?.headers?.get?.('retry-after'), 60_000)
 }
 
 /**
