@@ -53,7 +53,7 @@ export function guardedLookup(
 export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined
   const common = { headersTimeout: o.requestTimeoutMs, bodyTimeout: o.requestTimeoutMs, keepAliveTimeout: 30_000, connections: 256 }
-  // Explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in an embedding process (exec, the shim) must not turn verification off (T4).
+  // Explicit: an embedding process (exec, the shim) that switches verification off through its environment must not affect us (T4).
   const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
   const passthrough = new Agent({
     ...common,

@@ -77,7 +77,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
         headersTimeout: upstream.requestTimeout,
         bodyTimeout: upstream.requestTimeout,
         keepAliveTimeout: 30_000,
-        // Explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in the application must not reach credentialed requests (T4).
+        // Explicit: an application that switches verification off through its environment must not affect credentialed requests (T4).
         connect: { timeout: upstream.connectTimeout, rejectUnauthorized: true, ...(upstream.ca ? { ca: [...rootCertificates, upstream.ca] } : {}) },
       })
   const target = options.dispatcher ?? (own as Agent)
