@@ -21,10 +21,14 @@ export function escapePointer(key: string): string {
   return key.replaceAll('~', '~0').replaceAll('/', '~1')
 }
 
-/** True when latchkey is already in the pod: by our status annotation or by a container name. */
+/**
+ * True when the pod already holds a container named `latchkey` (injected earlier, or written
+ * into the manifest as in `deploy/kubernetes/base`). The status annotation alone is not
+ * enough: it is copied along with the rest of the metadata (a manifest saved from a running
+ * pod, a controller that copies annotations), and a pod that carries it without the
+ * container would otherwise run with no broker at all. Such a pod is injected.
+ */
 export function alreadyInjected(pod: Json): boolean {
-  const meta = asObject(pod.metadata)
-  if (asObject(meta.annotations)[ANNOTATIONS.status] === STATUS_INJECTED) return true
   const spec = asObject(pod.spec)
   return [...asArray(spec.initContainers), ...asArray(spec.containers)].some((c) => asObject(c).name === SIDECAR_NAME)
 }

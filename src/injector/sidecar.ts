@@ -110,21 +110,25 @@ export function sidecarVolumes(plan: Plan, podHasFsGroup = false): Json[] {
 }
 
 /**
- * Variables for app containers. Both spellings of the proxy variables: curl and wget read only
- * the lowercase `http_proxy`, Go and Java tooling mostly the uppercase ones.
+ * Variables for app containers, the same set as the app containers in `deploy/kubernetes/base`
+ * (a test compares them). Both spellings of the proxy variables: curl and wget read only the
+ * lowercase `http_proxy`, Go and Java tooling mostly the uppercase ones.
+ *
+ * `HTTPS_PROXY` only with interception: without it latchkey refuses CONNECT to credentialed
+ * hosts (it cannot inject into a tunnel) and, with `egress: deny`, to every other host, so
+ * setting it would turn each of the app's https:// calls (pip, S3, ...) into a 403.
  */
 export function appEnv(plan: Plan, o: SidecarOptions): { name: string; value: string }[] {
   const url = `http://127.0.0.1:${o.proxyPort}`
   const env = [
     { name: 'LATCHKEY_URL', value: url },
     { name: 'HTTP_PROXY', value: url },
-    { name: 'HTTPS_PROXY', value: url },
-    { name: 'NO_PROXY', value: o.noProxy },
     { name: 'http_proxy', value: url },
-    { name: 'https_proxy', value: url },
+    { name: 'NO_PROXY', value: o.noProxy },
     { name: 'no_proxy', value: o.noProxy },
   ]
   if (plan.intercept) {
+    env.push({ name: 'HTTPS_PROXY', value: url }, { name: 'https_proxy', value: url })
     // These replace a client's whole trust store, so they point at the bundle (system roots + CA).
     const bundle = `${POD_PATHS.sharedDir}/ca-bundle.pem`
     env.push(

@@ -57,7 +57,9 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(volumes[0]?.configMap?.name, 'latchkey-config')
     const env = envOf(patched.spec.containers[0])
     assert.equal(env.HTTP_PROXY, 'http://127.0.0.1:8181')
-    assert.equal(env.https_proxy, 'http://127.0.0.1:8181')
+    assert.equal(env.http_proxy, 'http://127.0.0.1:8181')
+    assert.equal(env.HTTPS_PROXY, undefined, 'HTTPS_PROXY only with latchkey.dev/intercept: CONNECT would be refused')
+    assert.equal(env.https_proxy, undefined)
     assert.equal(env.LATCHKEY_URL, 'http://127.0.0.1:8181')
     assert.match(env.NO_PROXY ?? '', /127\.0\.0\.1/)
     assert.equal(env.SSL_CERT_FILE, undefined, 'CA variables only with latchkey.dev/intercept')
@@ -77,6 +79,18 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal((await admit(manual)).result.outcome, 'skipped')
   })
 
+  it('injects a pod that carries the injected marker but no latchkey container, instead of trusting the annotation', async () => {
+    // The marker travels with copied metadata (a manifest saved from a running pod); the container did not.
+    const copied = pod({ ...INJECT, 'latchkey.dev/status': 'injected' })
+    const { result, patched } = await admit(copied)
+    assert.equal(result.outcome, 'injected')
+    assert.deepEqual((patched.spec.initContainers as C[]).map((c) => c.name), ['latchkey'])
+    assert.equal(envOf(patched.spec.containers[0]).HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(patched.metadata.annotations?.['latchkey.dev/status'], 'injected')
+    // And that result is itself left alone on a second pass.
+    assert.equal((await admit(patched)).result.outcome, 'skipped')
+  })
+
   it('wires every container of a multi-container pod and never replaces a variable a container already sets', async () => {
     const p = pod(INJECT, {
       containers: [
@@ -87,7 +101,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
     })
     const { patched } = await admit(p)
     const [train, uploader, metrics] = patched.spec.containers
-    assert.equal(envOf(train).HTTPS_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(envOf(train).HTTP_PROXY, 'http://127.0.0.1:8181')
     assert.equal(envOf(uploader).HTTP_PROXY, 'http://corporate-proxy:3128', 'the container’s own HTTP_PROXY wins')
     assert.equal(envOf(uploader).http_proxy, 'http://127.0.0.1:8181')
     assert.equal(envOf(uploader).KEEP, '1')
@@ -121,6 +135,8 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(env.SSL_CERT_FILE, '/var/run/latchkey/ca-bundle.pem')
     assert.equal(env.REQUESTS_CA_BUNDLE, '/var/run/latchkey/ca-bundle.pem')
     assert.equal(env.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
+    assert.equal(env.HTTPS_PROXY, 'http://127.0.0.1:8181', 'https:// through the proxy, intercepted')
+    assert.equal(env.https_proxy, 'http://127.0.0.1:8181')
     const sidecar = (patched.spec.initContainers as C[])[0] as C
     assert.deepEqual(sidecar.args, ['run', '-c', '/etc/latchkey/config.yaml', '--admin-listen', '0.0.0.0:8182'])
     // The CA key's directory is mounted in the sidecar only.

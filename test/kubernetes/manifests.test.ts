@@ -123,6 +123,31 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     }
   })
 
+  it('an injected app container gets the same variables as the app containers of the base manifests, and HTTPS_PROXY only with interception', () => {
+    const envMap = (c: Container | undefined) => Object.fromEntries((c?.env ?? []).map((e) => [e.name, e.value]))
+    const inject = (intercept: boolean) => {
+      // The base Job's pod with the latchkey sidecar and the app's own variables taken out.
+      const spec = structuredClone(podSpecOf(find('base', 'Job')))
+      delete spec.initContainers
+      spec.volumes = spec.volumes?.filter((v) => !v.name.startsWith('latchkey-'))
+      for (const c of spec.containers) delete c.env
+      const annotations = { 'latchkey.dev/inject': 'true', 'latchkey.dev/config': 'latchkey-config', ...(intercept ? { 'latchkey.dev/intercept': 'true' } : {}) }
+      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'pipelines', annotations }, spec }
+      const r = reviewAdmission(admissionReview(pod), SIDECAR)
+      assert.equal(r.outcome, 'injected')
+      const patched = applyPatch(pod, JSON.parse(Buffer.from(r.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[])
+      return envMap((patched.spec as PodSpec).containers[0])
+    }
+    const injected = inject(false)
+    for (const o of podTemplates('base')) assert.deepEqual(injected, envMap(podSpecOf(o).containers[0]), `${o.kind}: the injector and the hand-written manifest agree`)
+    assert.equal(injected.HTTPS_PROXY, undefined, 'without interception CONNECT is refused, so https:// must not go through the proxy')
+    const intercepted = inject(true)
+    assert.equal(intercepted.HTTPS_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(intercepted.https_proxy, 'http://127.0.0.1:8181')
+    for (const name of ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE']) assert.equal(intercepted[name], '/var/run/latchkey/ca-bundle.pem', name)
+    assert.equal(intercepted.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
+  })
+
   it('each overlay shows its workload identity the native way and drops the base example Secret', () => {
     const sa = (d: string) => find(d, 'ServiceAccount', 'pipeline').metadata.annotations ?? {}
     assert.match(sa('overlays/aws')['eks.amazonaws.com/role-arn'] ?? '', /^arn:aws:iam::\d{12}:role\//)
