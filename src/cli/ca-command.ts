@@ -1,6 +1,5 @@
 import { Command } from 'commander'
 import { ConfigError } from '../errors.ts'
-import { loadOrCreateCa } from '../intercept/ca-store.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -23,6 +22,8 @@ export function caCommand(io: CliIo, setCode: (code: number) => void): Command {
         return setCode(2)
       }
       const { intercept } = r.config
+      // Loaded on use, so that registering this command loads no X.509 code for `latchkey run`.
+      const { loadOrCreateCa } = await import('../intercept/ca-store.ts')
       let loaded
       try {
         loaded = await loadOrCreateCa({ caDir: intercept.caDir, publicCaFile: intercept.publicCaFile, leafTtlMs: intercept.leafTtl })

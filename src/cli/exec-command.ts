@@ -7,7 +7,7 @@ import { Command, Option } from 'commander'
 import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
 import { startDaemon, type Daemon } from '../daemon.ts'
-import { createInterceptor, type Interceptor } from '../intercept/interceptor.ts'
+import type { Interceptor } from '../intercept/interceptor.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -120,7 +120,8 @@ async function runExec(io: CliIo, cmd: string[], o: { config?: string; intercept
   try {
     daemon = await startDaemon(
       { config: execConfig, env: io.env, logStream: io.stderr, processMetrics: false, waitReady: true },
-      intercept ? { interceptor: async (broker, forwarder) => (interceptor = await createInterceptor(broker, forwarder)) } : {},
+      // Loaded on use: the X.509 code is not needed by commands that do not intercept.
+      intercept ? { interceptor: async (broker, forwarder) => (interceptor = await (await import('../intercept/interceptor.ts')).createInterceptor(broker, forwarder)) } : {},
     )
   } catch (err) {
     io.stderr.write(`latchkey exec: cannot start latchkey: ${(err as Error).message}\n`)

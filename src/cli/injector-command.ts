@@ -1,6 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
-import { startWebhookServer } from '../injector/webhook-server.ts'
 import { DEFAULT_SIDECAR_OPTIONS, type SidecarOptions } from '../injector/sidecar.ts'
 import type { CliIo } from './io.ts'
 
@@ -52,6 +51,8 @@ export function injectorCommand(io: CliIo): Command {
       for (const [name, q] of [['--cpu-request', flags.cpuRequest], ['--memory-request', flags.memoryRequest], ['--memory-limit', flags.memoryLimit]] as const) {
         if (!/^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$/.test(q)) cmd.error(`latchkey injector: ${name} ${q} is not a Kubernetes quantity`, { exitCode: 2 })
       }
+      // Loaded on use: `latchkey run` registers this command but never needs the webhook code.
+      const { startWebhookServer } = await import('../injector/webhook-server.ts')
       const logger = pino({ name: 'latchkey-injector', level: flags.logLevel }, io.stdout)
       const server = await startWebhookServer({
         host: flags.listen.slice(0, i).replace(/^\[|\]$/g, ''),
