@@ -7,8 +7,10 @@ import { compileInjector, type CompiledInjector } from '../proxy/inject.ts'
 import { findOverlaps } from '../proxy/credential-matcher.ts'
 import { normalizeHost, parseHostPattern, patternMatches, type HostPattern } from '../proxy/host-pattern.ts'
 import { PROVIDERS } from '../providers/registry.ts'
-import { configSchema, type LogLevel, type RawConfig } from './schema.ts'
-import { formatPath, interpolate } from './interpolate.ts'
+import type { LogLevel, RawConfig } from './schema.ts'
+import { hideInText, hideInterpolatedValues } from './hide-values.ts'
+import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
+import { parseSections, type ParsedSections } from './parse-sections.ts'
 
 /** A literal (not `${...}`) value under a key that holds secret material. */
 const INLINE_SECRET = /^\s*(token|secretId|secret_id|password|clientSecret)\s*:\s*(?!\$\{)["']?[^\s"'#]/im
@@ -93,21 +95,46 @@ export function loadConfigFile(file: string, env: LoadOptions['env']): LoadResul
   return result
 }
 
-/** Validate a raw config object (as parsed from YAML) into a frozen `Config`. */
+/**
+ * Validate a raw config object (as parsed from YAML) into a frozen `Config`. Every problem
+ * is reported in one run, sorted by path: the schema's (stage one) and the cross-field
+ * checks' (stage two), which run on every part that passed stage one.
+ */
 export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult {
-  const issues: ConfigIssue[] = []
-  const interpolated = interpolate(rawInput, opts.env, opts.baseDir, issues)
-  const parsed = configSchema.safeParse(interpolated)
-  if (!parsed.success) {
-    // A value whose ${...} could not be resolved is reported once, for the substitution.
-    const unresolved = new Set(issues.map((i) => i.path))
-    for (const i of parsed.error.issues) {
-      const at = formatPath(i.path)
-      if (!unresolved.has(at)) issues.push({ path: at, message: i.message })
-    }
-    return { ok: false, issues: dedupe(issues) }
+  const substitution: ConfigIssue[] = []
+  const sources: InterpolationSources = new Map()
+  const interpolated = interpolate(rawInput, opts.env, opts.baseDir, substitution, sources)
+  const stage1 = parseSections(interpolated)
+  const issues: ConfigIssue[] = [...stage1.issues]
+  const result = compile(stage1.raw, stage1.providerNames, opts, issues)
+  checkFailedCredentials(stage1.failedCredentials, stage1.providerNames, issues)
+  // A value whose ${...} could not be resolved is reported once, for the substitution.
+  const unresolved = new Set(substitution.map((i) => i.path))
+  const all = [...substitution, ...issues.filter((i) => !unresolved.has(i.path))]
+  if (all.length > 0 || result === undefined) return { ok: false, issues: sortByPath(dedupe(hideInterpolatedValues(all, sources))) }
+  for (let i = 0; i < result.warnings.length; i++) (result.warnings as string[])[i] = hideInText(result.warnings[i] as string, sources)
+  return { ok: true, config: result }
+}
+
+/** What can still be checked in a credential the schema refused: its provider reference and each host pattern. */
+function checkFailedCredentials(failed: ParsedSections['failedCredentials'], providerNames: readonly string[], issues: ConfigIssue[]): void {
+  for (const [name, c] of Object.entries(failed)) {
+    const at = `credentials.${name}`
+    if (typeof c.provider === 'string' && c.provider !== '' && !providerNames.includes(c.provider)) issues.push(missingProvider(at, c.provider, providerNames))
+    if (!Array.isArray(c.hosts)) continue
+    c.hosts.forEach((h: unknown, i) => {
+      if (typeof h !== 'string' || h === '') return
+      const r = parseHostPattern(h)
+      if (!r.ok) issues.push({ path: `${at}.hosts[${i}]`, message: r.message })
+    })
   }
-  const raw = parsed.data
+}
+
+function missingProvider(at: string, provider: string, providerNames: readonly string[]): ConfigIssue {
+  return { path: `${at}.provider`, message: `no provider named ${JSON.stringify(provider)} (defined: ${providerNames.join(', ') || 'none'})` }
+}
+
+function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOptions, issues: ConfigIssue[]): Config | undefined {
   const warnings: string[] = []
   const resolvePath = (p: string) => path.resolve(opts.baseDir, p)
 
@@ -119,7 +146,15 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
       issues.push({ path: `providers.${name}.type`, message: `unknown provider type ${JSON.stringify(entry.type)} (known: ${Object.keys(PROVIDERS).join(', ')})` })
       continue
     }
-    const r = (factory.optionsSchema as z.ZodType).safeParse(entry)
+    let r: ReturnType<z.ZodType['safeParse']>
+    try {
+      r = (factory.optionsSchema as z.ZodType).safeParse(entry)
+    } catch (err) {
+      // A provider's refinement that throws must not end `check`: report it at the provider, by class and code only.
+      const e = err as { name?: unknown; code?: unknown }
+      issues.push({ path: `providers.${name}`, message: `the ${entry.type} provider could not validate these options (${typeof e.name === 'string' ? e.name : 'error'}${typeof e.code === 'string' ? ` ${e.code}` : ''}); check each URL and value` })
+      continue
+    }
     if (!r.success) {
       for (const i of r.error.issues) issues.push({ path: formatPath(['providers', name, ...i.path]), message: i.message })
       continue
@@ -132,8 +167,8 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
   const credentials: Record<string, CompiledCredential> = {}
   for (const [name, c] of Object.entries(raw.credentials)) {
     const at = `credentials.${name}`
-    if (!raw.providers[c.provider]) {
-      issues.push({ path: `${at}.provider`, message: `no provider named ${JSON.stringify(c.provider)} (defined: ${Object.keys(raw.providers).join(', ') || 'none'})` })
+    if (!providerNames.includes(c.provider)) {
+      issues.push(missingProvider(at, c.provider, providerNames))
     }
     const patterns: HostPattern[] = []
     c.hosts.forEach((h, i) => {
@@ -227,7 +262,7 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
 
   const listen = parseListen(raw.listen, 'listen', issues)
   const adminListen = parseListen(raw.admin.listen, 'admin.listen', issues)
-  if (issues.length > 0) return { ok: false, issues: dedupe(issues) }
+  if (issues.length > 0) return undefined
 
   const config: Config = {
     listen: listen as ListenAddress,
@@ -242,7 +277,7 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
     routes: Object.freeze(routes),
     warnings,
   }
-  return { ok: true, config: Object.freeze(config) }
+  return Object.freeze(config)
 }
 
 /** Like `validateConfig` but throws `ConfigError` listing every problem. */
@@ -256,8 +291,12 @@ function parseListen(value: string, at: string, issues: ConfigIssue[]): ListenAd
   // Port 0 (pick a free port) is valid for a listener, unlike for a destination.
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(value)
   const port = Number(m?.[3])
-  if (!m || port > 65535) {
+  if (!m) {
     issues.push({ path: at, message: `expected host:port, got ${JSON.stringify(value)}` })
+    return undefined
+  }
+  if (port > 65535) {
+    issues.push({ path: at, message: `port ${port} is out of range (0-65535; 0 picks a free port)` })
     return undefined
   }
   return { host: (m[1] ?? m[2]) as string, port }
@@ -280,6 +319,10 @@ function worldReadable(file: string): boolean {
   } catch {
     return false
   }
+}
+
+function sortByPath(issues: ConfigIssue[]): ConfigIssue[] {
+  return issues.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
 }
 
 function dedupe(issues: ConfigIssue[]): ConfigIssue[] {

@@ -70,72 +70,83 @@ export const interceptSchema = z
   })
   .strict()
 
+const name = (what: string) => z.string().regex(/^[A-Za-z0-9_.-]+$/, `${what} names use letters, digits, _ . -`)
+/** Key schemas of the three named records (validated one entry at a time by the loader's second stage). */
+export const providerName = name('provider')
+export const credentialName = name('credential')
+export const routeName = name('route')
+/** A provider entry before its type's own option schema runs (the loader does that). */
+export const providerEntrySchema = z.object({ type: z.string() }).passthrough()
+
 /**
- * The raw top-level schema. Provider entries are validated per type by the loader (each
+ * The top-level keys. Provider entries are validated per type by the loader (each
  * provider module owns its option schema), so `providers` is a record of loose objects here.
+ * Exported as a shape so the loader can re-parse each section on its own when the whole
+ * document fails, and still run its cross-field checks on the parts that are valid.
  */
-export const configSchema = z
-  .object({
-    /** Proxy listener: reverse routes + forward proxy. */
-    listen: listenAddress.default('127.0.0.1:8181'),
-    admin: z
-      .object({
-        /** Health, readiness, metrics and cache admin. */
-        listen: listenAddress.default('127.0.0.1:8182'),
-        /** Bearer token for mutating admin calls (use `${env:NAME}` or `${file:PATH}`). */
-        token: z.string().min(16, 'admin token must be at least 16 characters').optional(),
-        /** File holding the admin token (first line). */
-        tokenFile: filePath.optional(),
-      })
-      .strict()
-      .default({ listen: '127.0.0.1:8182' }),
-    log: z
-      .object({
-        level: logLevel.default('info'),
-      })
-      .strict()
-      .default({ level: 'info' }),
-    cache: z
-      .object({
-        /** Default lifetime of a fetched secret. */
-        ttl: duration.default(300_000),
-        maxEntries: z.number().int().positive().default(1000),
-        /** While the provider fails, serve the old value at most this long past expiry. */
-        maxStale: duration.default(900_000),
-        /** After a 401/403, at most one refetch per credential per this interval. */
-        bustCooldown: duration.default(10_000),
-        /** Fetch every credential at start. */
-        prefetch: z.boolean().default(true),
-        /** Refresh entries in use when this fraction of their TTL has passed. */
-        refreshAhead: z.number().gt(0).lt(1).default(0.8),
-        /** Timeout for one provider call. */
-        fetchTimeout: duration.default(10_000),
-        /** Provider calls per fetch (first try + retries) for transient failures. */
-        fetchAttempts: z.number().int().min(1).max(10).default(3),
-      })
-      .strict()
-      .default({ ttl: 300_000, maxEntries: 1000, maxStale: 900_000, bustCooldown: 10_000, prefetch: true, refreshAhead: 0.8, fetchTimeout: 10_000, fetchAttempts: 3 }),
-    upstream: z
-      .object({
-        /** Extra CAs trusted for upstream TLS, on top of the system store. */
-        caFile: filePath.optional(),
-        connectTimeout: duration.default(10_000),
-        requestTimeout: duration.default(60_000),
-        /** Bytes of request body buffered so a request can be replayed after a bust. */
-        retryBodyLimit: z.number().int().nonnegative().default(65_536),
-        /** Allow passthrough to link-local addresses (cloud metadata endpoints). Default false. */
-        allowLinkLocal: z.boolean().default(false),
-      })
-      .strict()
-      .default({ connectTimeout: 10_000, requestTimeout: 60_000, retryBodyLimit: 65_536, allowLinkLocal: false }),
-    /** Hosts that no credential is bound to: deny (403) or passthrough. */
-    egress: z.enum(['deny', 'passthrough']).default('deny'),
-    intercept: interceptSchema.default({ enabled: false, caDir: './.latchkey/ca', leafTtl: 86_400_000 }),
-    providers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'provider names use letters, digits, _ . -'), z.object({ type: z.string() }).passthrough()).default({}),
-    credentials: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'credential names use letters, digits, _ . -'), credentialSchema).default({}),
-    routes: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'route names use letters, digits, _ . -'), routeSchema).default({}),
-  })
-  .strict()
+export const configShape = {
+  /** Proxy listener: reverse routes + forward proxy. */
+  listen: listenAddress.default('127.0.0.1:8181'),
+  admin: z
+    .object({
+      /** Health, readiness, metrics and cache admin. */
+      listen: listenAddress.default('127.0.0.1:8182'),
+      /** Bearer token for mutating admin calls (use `${env:NAME}` or `${file:PATH}`). */
+      token: z.string().min(16, 'admin token must be at least 16 characters').optional(),
+      /** File holding the admin token (first line). */
+      tokenFile: filePath.optional(),
+    })
+    .strict()
+    .default({ listen: '127.0.0.1:8182' }),
+  log: z
+    .object({
+      level: logLevel.default('info'),
+    })
+    .strict()
+    .default({ level: 'info' }),
+  cache: z
+    .object({
+      /** Default lifetime of a fetched secret. */
+      ttl: duration.default(300_000),
+      maxEntries: z.number().int().positive().default(1000),
+      /** While the provider fails, serve the old value at most this long past expiry. */
+      maxStale: duration.default(900_000),
+      /** After a 401/403, at most one refetch per credential per this interval. */
+      bustCooldown: duration.default(10_000),
+      /** Fetch every credential at start. */
+      prefetch: z.boolean().default(true),
+      /** Refresh entries in use when this fraction of their TTL has passed. */
+      refreshAhead: z.number().gt(0).lt(1).default(0.8),
+      /** Timeout for one provider call. */
+      fetchTimeout: duration.default(10_000),
+      /** Provider calls per fetch (first try + retries) for transient failures. */
+      fetchAttempts: z.number().int().min(1).max(10).default(3),
+    })
+    .strict()
+    .default({ ttl: 300_000, maxEntries: 1000, maxStale: 900_000, bustCooldown: 10_000, prefetch: true, refreshAhead: 0.8, fetchTimeout: 10_000, fetchAttempts: 3 }),
+  upstream: z
+    .object({
+      /** Extra CAs trusted for upstream TLS, on top of the system store. */
+      caFile: filePath.optional(),
+      connectTimeout: duration.default(10_000),
+      requestTimeout: duration.default(60_000),
+      /** Bytes of request body buffered so a request can be replayed after a bust. */
+      retryBodyLimit: z.number().int().nonnegative().default(65_536),
+      /** Allow passthrough to link-local addresses (cloud metadata endpoints). Default false. */
+      allowLinkLocal: z.boolean().default(false),
+    })
+    .strict()
+    .default({ connectTimeout: 10_000, requestTimeout: 60_000, retryBodyLimit: 65_536, allowLinkLocal: false }),
+  /** Hosts that no credential is bound to: deny (403) or passthrough. */
+  egress: z.enum(['deny', 'passthrough']).default('deny'),
+  intercept: interceptSchema.default({ enabled: false, caDir: './.latchkey/ca', leafTtl: 86_400_000 }),
+  providers: z.record(providerName, providerEntrySchema).default({}),
+  credentials: z.record(credentialName, credentialSchema).default({}),
+  routes: z.record(routeName, routeSchema).default({}),
+}
+
+/** The raw top-level schema. */
+export const configSchema = z.object(configShape).strict()
 
 export type RawConfig = z.infer<typeof configSchema>
 export type CredentialConfig = z.infer<typeof credentialSchema>

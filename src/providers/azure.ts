@@ -38,7 +38,8 @@ const optionsSchema = z
   })
   .strict()
   .superRefine((o, ctx) => {
-    if (o.vaultUrl === undefined) return
+    // z.url has already reported a value that is not a URL; refinements still run after it, so never throw here.
+    if (o.vaultUrl === undefined || !URL.canParse(o.vaultUrl)) return
     const u = new URL(o.vaultUrl)
     if (u.protocol === 'http:' && !o.allowInsecureConnection) {
       ctx.addIssue({ code: 'custom', path: ['vaultUrl'], message: 'vaultUrl must be https:// (plain http only with allowInsecureConnection: true, for a loopback vault)' })

@@ -48,11 +48,55 @@ test('latchkey check exits 0 for a valid config and 2 listing every problem with
   const ok = await runBin(['check', '-c', good])
   assert.equal(ok.code, 0, ok.stderr)
   assert.match(ok.stdout, /configuration is valid/)
-  const bad = await writeConfig('bad.json', { listen: 'x', credentials: { a: { provider: 'none', ref: 'R', hosts: ['*'], inject: { type: 'bearer' } } }, bogus: 1 })
+  const bad = await writeConfig('bad.json', {
+    listen: '127.0.0.1:70000',
+    bogus: 1,
+    cache: { ttl: 'soon' },
+    providers: { dev: { type: 'env' }, az: { type: 'azure', vaultUrl: 'not a url' }, odd: { type: 'nope' } },
+    credentials: {
+      a: { provider: 'none', ref: 'R', hosts: ['*'], inject: { type: 'bearer' } },
+      b: { provider: 'dev', ref: 'R', hosts: ['*.example.com'], inject: { type: 'bearer' }, extra: true },
+      c: { provider: 'dev', ref: 'R', hosts: ['api.example.com'], inject: { type: 'bearer' } },
+    },
+    routes: { r: { upstream: 'http://api.example.com' } },
+  })
   const r = await runBin(['check', '-c', bad])
-  assert.equal(r.code, 2)
-  assert.match(r.stderr, /listen/)
-  assert.match(r.stderr, /bogus/)
+  assert.equal(r.code, 2, r.stderr)
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('  - '))
+  const expected = [
+    /^ {2}- \(root\): Unrecognized key: "bogus"$/,
+    /^ {2}- cache\.ttl: invalid duration "soon"/,
+    /^ {2}- credentials\.a\.hosts\[0\]: a bare \* would match every host/,
+    /^ {2}- credentials\.a\.provider: no provider named "none"/,
+    /^ {2}- credentials\.b: Unrecognized key: "extra"$/,
+    /^ {2}- credentials\.c\.hosts: pattern "api\.example\.com" can match the same host:port as "\*\.example\.com" of credential b/,
+    /^ {2}- listen: port 70000 is out of range/,
+    /^ {2}- providers\.az\.vaultUrl: Invalid URL$/,
+    /^ {2}- providers\.odd\.type: unknown provider type "nope"/,
+    /^ {2}- routes\.r\.upstream: credential b is bound to this plain-http destination/,
+    /^ {2}- routes\.r\.upstream: credential c is bound to this plain-http destination/,
+  ]
+  assert.equal(lines.length, expected.length, r.stderr)
+  expected.forEach((re, i) => assert.match(lines[i] ?? '', re))
+  assert.match(r.stderr, /^invalid configuration \(11 problems\):/)
+})
+
+test('latchkey check names ${env:...} references instead of printing the values they hold', async () => {
+  const ref = '${env:LEAKED}'
+  const file = await writeConfig('leak.json', {
+    listen: ref,
+    log: { level: ref },
+    cache: { ttl: ref, maxStale: ref },
+    egress: ref,
+    providers: { x: { type: ref }, az: { type: 'azure', vaultUrl: ref } },
+    credentials: { a: { provider: ref, ref: 'R', hosts: [`*.${ref}`, `api.${ref}`], inject: { type: 'header', header: `${ref} y` } } },
+    routes: { r: { upstream: ref } },
+  })
+  const r = await runBin(['check', '-c', file], { env: { LEAKED: CANARY } })
+  assert.equal(r.code, 2, r.stderr)
+  assert.ok(r.stderr.split('\n').length > 8, 'the problems are listed')
+  assert.match(r.stderr, /cache\.ttl: invalid duration \(value of \$\{env:LEAKED\}\)/)
+  assertNoCanary([r.stdout, r.stderr], [CANARY])
 })
 
 test('latchkey check finds no config and says how to give one', async () => {

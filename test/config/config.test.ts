@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test'
 import { configFromEnv } from '../../src/config/env-mode.ts'
 import { loadConfigFile, parseConfigText, validateConfig } from '../../src/config/load.ts'
 import { parseDuration } from '../../src/config/duration.ts'
+import { assertNoCanary } from '../helpers/log-capture.ts'
 
 let dir: string
 before(async () => {
@@ -35,29 +36,95 @@ test('a minimal config gets the documented defaults and is frozen', () => {
   assert.ok(Object.isFrozen(r.config) && Object.isFrozen(r.config.credentials.api))
 })
 
-test('every problem in one config is reported with its path in a single run', () => {
+test('every problem in one config, schema and cross-field alike, is reported with its path in a single run, sorted by path', () => {
   const r = parseConfigText(
     `
-listen: nonsense
+listen: 127.0.0.1:99999
 cache: { ttl: 5 minutes, maxEntries: -1 }
 egress: maybe
 surprise: true
 providers:
   dev: { type: env }
   cloud: { type: nimbus }
+  mnt: { type: file }
+  az: { type: azure, vaultUrl: "not a url" }
 credentials:
   a: { provider: dev, ref: A, hosts: [], inject: { type: bearer } }
-  b: { provider: nope, ref: B, hosts: ["mlflow-*.example.com"], inject: { type: bearer } }
-  c: { provider: dev, ref: C, hosts: ["*"], inject: { type: magic } }
+  b: { provider: nope, ref: B, hosts: ["mlflow-*.example.com"], inject: { type: magic } }
+  c: { provider: dev, ref: C, hosts: ["*.example.com"], inject: { type: bearer }, typo: 1 }
+  d: { provider: dev, ref: D, hosts: ["api.example.com"], inject: { type: bearer } }
+  e: { provider: dev, ref: E, hosts: ["*"], inject: { type: header, header: "X Bad" } }
+routes:
+  plain: { upstream: "http://api.example.com" }
+  ftp: { upstream: "ftp://x.example" }
 `,
     opts(),
   )
   assert.equal(r.ok, false)
-  const paths = r.ok ? [] : r.issues.map((i) => i.path)
-  for (const p of ['listen', 'cache.ttl', 'cache.maxEntries', 'egress', 'credentials.a.hosts', 'credentials.c.inject.type']) {
-    assert.ok(paths.includes(p), `reports ${p} (got ${paths.join(', ')})`)
-  }
-  assert.ok(!r.ok && r.issues.some((i) => /surprise/.test(i.message) || i.path === 'surprise'), 'unknown top-level keys are errors')
+  const issues = r.ok ? [] : r.issues
+  const expected: Array<[string, RegExp]> = [
+    ['', /Unrecognized key: "surprise"/],
+    ['cache.maxEntries', /Too small/],
+    ['cache.ttl', /invalid duration "5 minutes"/],
+    ['credentials.a.hosts', /at least one host pattern/],
+    ['credentials.b.hosts[0]', /wildcards are allowed only as the whole leftmost label/],
+    ['credentials.b.inject.type', /.+/],
+    ['credentials.b.provider', /no provider named "nope"/],
+    ['credentials.c', /Unrecognized key: "typo"/],
+    ['credentials.d.hosts', /can match the same host:port as "\*\.example\.com" of credential c/],
+    ['credentials.e.hosts[0]', /a bare \* would match every host/],
+    ['credentials.e.inject', /header name "X Bad" is not a valid HTTP field name/],
+    ['egress', /Invalid option/],
+    ['listen', /port 99999 is out of range/],
+    ['providers.az.vaultUrl', /Invalid URL/],
+    ['providers.cloud.type', /unknown provider type "nimbus"/],
+    ['providers.mnt.dir', /expected string/],
+    ['routes.ftp.upstream', /must be http:\/\/ or https:\/\//],
+    ['routes.plain.upstream', /credential c is bound to this plain-http destination/],
+    ['routes.plain.upstream', /credential d is bound to this plain-http destination/],
+  ]
+  const got = issues.map((i) => `${i.path} :: ${i.message}`)
+  assert.equal(issues.length, expected.length, `one issue per planted problem:\n${got.join('\n')}`)
+  expected.forEach(([p, re], n) => {
+    assert.equal(issues[n]?.path, p, `issue #${n} path (got:\n${got.join('\n')})`)
+    assert.match(issues[n]?.message ?? '', re, `issue #${n} at ${p}`)
+  })
+})
+
+test('a provider option schema that throws is reported at that provider, not raised', () => {
+  // The azure refinement reads vaultUrl with new URL(); a value z.url refused must not throw out of check.
+  const r = validateConfig({ providers: { az: { type: 'azure', vaultUrl: 'not a url' } } }, opts())
+  assert.equal(r.ok, false)
+  assert.deepEqual(r.ok ? [] : r.issues.map((i) => i.path), ['providers.az.vaultUrl'])
+})
+
+const CHECK_CANARY = 'check-canary-value-4e71c0d9'
+test('check messages name the ${env:...} reference instead of echoing the value it resolved to, in every key', () => {
+  const ref = '${env:LEAKY}'
+  const r = validateConfig(
+    {
+      listen: ref,
+      admin: { listen: `${ref}:99` },
+      log: { level: ref },
+      cache: { ttl: ref, maxStale: `${ref}s` },
+      egress: ref,
+      providers: { x: { type: ref }, v: { type: 'vault', address: ref }, f: { type: 'file', dir: ref, maxBytes: ref } },
+      credentials: {
+        a: { provider: ref, ref: 'R', hosts: [ref, `*.${ref}`, `${ref}:x`, `mlflow-*.${ref}`], inject: { type: 'header', header: `${ref} x`, value: ref }, ttl: ref },
+        b: { provider: 'f', ref: 'R', hosts: [`api.${ref}.example.com`], inject: { type: 'header', header: `${ref}${'y'.repeat(80)} z` } },
+      },
+      routes: { r: { upstream: ref }, s: { upstream: `ftp://${ref}` } },
+    },
+    { env: { LEAKY: CHECK_CANARY }, baseDir: dir },
+  )
+  assert.equal(r.ok, false)
+  const text = r.ok ? '' : r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')
+  assert.ok(r.ok || r.issues.length >= 12, `the planted problems are reported:\n${text.split(CHECK_CANARY).join('<canary>')}`)
+  assertNoCanary(text, [CHECK_CANARY])
+  // A truncated or partial echo is hidden too.
+  for (let n = 12; n <= CHECK_CANARY.length; n++) assert.ok(!text.includes(CHECK_CANARY.slice(0, n)), `no prefix of ${n} characters`)
+  assert.match(text, /cache\.ttl: invalid duration \(value of \$\{env:LEAKY\}\)/)
+  assert.match(text, /routes\.r\.upstream: not an absolute URL: \(value of \$\{env:LEAKY\}\)/)
 })
 
 test('cross-field problems are all reported: unknown provider type, missing provider, bad wildcard', () => {
