@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { providerE2e, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries } from '../helpers/provider-e2e.ts'
+import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
 import { startAwsServer, type AwsServer } from '../servers/aws-server.ts'
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -38,15 +38,22 @@ test('the daemon reads a SigV4-signed secret from Secrets Manager and injects on
   assert.ok(aws.log.every((l) => l.status === 200), 'every call was signed correctly')
 })
 
-testSharedProviderScenarios(e2e, {
+const hooks: ProviderScenarioHooks = {
   canaries,
   appCalls: () => reads('prod/app'),
+  flakyCalls: () => reads('prod/flaky'),
   rotate: (second) => aws.rotate('prod/app', JSON.stringify({ token: second, note: 'rotated' })),
   failFlaky: () => aws.failNext(1_000, 500, 'prod/flaky'),
   recover: () => aws.recover(),
   throttleApp: () => aws.throttleNext(1, 'prod/app', 0),
   failureTest: 'a failing Secrets Manager (InternalServiceError) is survived within maxStale, then fails closed, then recovers',
   throttleTest: 'throttling is retried by the daemon and counted in metrics',
+}
+
+testSharedProviderScenarios(e2e, hooks)
+
+testBinNoCanary(e2e, 'the real bin at trace level prints no canary or AWS secret key on stdout or stderr through injection, a rotation bust and a Secrets Manager failure', hooks, {
+  more: () => [aws.credentials.secretAccessKey],
 })
 
 testNoCanaryInLogs(e2e, 'no canary or AWS secret key appears in any log line', canaries, {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
-import { providerE2e, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries } from '../helpers/provider-e2e.ts'
+import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startAzureServer, type AzureServer } from '../servers/azure-server.ts'
 
@@ -46,9 +46,10 @@ test('the daemon reads a Key Vault secret through challenge auth and managed ide
   assert.ok(kv.requestCount('challenge') >= 1 && kv.requestCount('token') >= 1)
 })
 
-testSharedProviderScenarios(e2e, {
+const hooks: ProviderScenarioHooks = {
   canaries,
   appCalls: () => kv.reads('api-token'),
+  flakyCalls: () => kv.reads('flaky-key'),
   rotate: (second) => kv.rotate('api-token', second),
   failFlaky: () => kv.failNext(1_000, 503, 'flaky-key'),
   recover: () => kv.failNext(0, 503),
@@ -56,6 +57,13 @@ testSharedProviderScenarios(e2e, {
   throttledCallCounted: true,
   failureTest: 'a failing Key Vault (503) is survived within maxStale, then fails closed, then recovers',
   throttleTest: 'a 429 without Retry-After is retried by the daemon with backoff and counted in metrics',
+}
+
+testSharedProviderScenarios(e2e, hooks)
+
+testBinNoCanary(e2e, 'the real bin at trace level prints no canary or identity header on stdout or stderr through injection, a rotation bust and a Key Vault failure', hooks, {
+  processEnv: () => ({ IDENTITY_ENDPOINT: kv.identityEndpoint, IDENTITY_HEADER: kv.identityHeader }),
+  more: () => [kv.identityHeader],
 })
 
 test('a disabled secret is logged as access_denied with Key Vault\'s code, and the request fails closed', async () => {

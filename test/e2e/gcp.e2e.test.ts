@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
-import { providerE2e, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries } from '../helpers/provider-e2e.ts'
+import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startGcpServer, type GcpServer } from '../servers/gcp-server.ts'
 
@@ -48,9 +48,10 @@ test('the daemon reads a Secret Manager secret over gRPC (CRC verified) and inje
   assert.ok(sm.requestCount('token') >= 1, 'the token came from the STS exchange')
 })
 
-testSharedProviderScenarios(e2e, {
+const hooks: ProviderScenarioHooks = {
   canaries,
   appCalls: () => sm.reads('api-token'),
+  flakyCalls: () => sm.reads('flaky-key'),
   rotate: (second) => sm.rotate('api-token', second),
   failFlaky: () => sm.failNext(1_000, grpc.status.UNAVAILABLE, undefined, 'flaky-key'),
   recover: () => sm.failNext(0, grpc.status.UNAVAILABLE),
@@ -58,6 +59,12 @@ testSharedProviderScenarios(e2e, {
   throttledCallCounted: true,
   failureTest: 'a failing Secret Manager (UNAVAILABLE) is survived within maxStale, then fails closed, then recovers',
   throttleTest: 'RESOURCE_EXHAUSTED is retried by the daemon with backoff and counted in metrics',
+}
+
+testSharedProviderScenarios(e2e, hooks)
+
+testBinNoCanary(e2e, 'the real bin at trace level prints no canary or subject token on stdout or stderr through injection, a rotation bust and a Secret Manager failure', hooks, {
+  more: () => [sm.subjectToken],
 })
 
 test('a corrupted payload (wrong CRC-32C) is never injected: the request fails closed and the check is logged', async () => {

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
 import { createTestCa } from '../helpers/test-ca.ts'
-import { providerE2e, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries } from '../helpers/provider-e2e.ts'
+import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
 import { startVaultServer, type VaultServer } from '../servers/vault-server.ts'
 
 // axios (under node-vault) honours proxy variables.
@@ -46,7 +46,7 @@ test('the daemon logs in with AppRole over TLS and injects the Vault secret', as
   assert.equal(vault.requestCount('/v1/auth/approle/login'), 1)
 })
 
-testSharedProviderScenarios(e2e, {
+const hooks: ProviderScenarioHooks = {
   canaries,
   appCalls: () => reads('secret/data/app'),
   flakyCalls: () => reads('secret/data/flaky'),
@@ -56,9 +56,17 @@ testSharedProviderScenarios(e2e, {
   throttleApp: () => vault.throttleNext(1, '/v1/secret/data/app'),
   failureTest: 'a failing Vault (503 sealed) is survived within maxStale, then fails closed, then recovers',
   throttleTest: 'a rate-limited Vault (429) is retried by the daemon and counted in metrics',
+}
+
+testSharedProviderScenarios(e2e, hooks)
+
+const vaultSecrets = () => [SECRET_ID, vault.rootToken, ...vault.log.map((l) => l.token).filter((t): t is string => typeof t === 'string')]
+
+testBinNoCanary(e2e, 'the real bin at trace level prints no canary, Vault token or secret_id on stdout or stderr through injection, a rotation bust and a Vault failure', hooks, {
+  more: vaultSecrets,
 })
 
 testNoCanaryInLogs(e2e, 'no canary, Vault token or secret_id appears in any log line', canaries, {
-  more: () => [SECRET_ID, vault.rootToken, ...vault.log.map((l) => l.token).filter((t): t is string => typeof t === 'string')],
+  more: vaultSecrets,
   logged: { text: '"provider":"v"', why: 'provider events were logged' },
 })

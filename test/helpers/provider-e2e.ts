@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import { startBin } from './child.ts'
 import { assertNoCanary, captureLogs, type LogCapture } from './log-capture.ts'
 import { startUpstream, type Upstream } from './upstream.ts'
 
@@ -50,10 +51,44 @@ export interface ProviderE2e {
   readonly logs: LogCapture
   /** Name of the provider in the config (as in metrics labels). */
   readonly provider: string
+  /** The daemon's `baseDir` (the provider's files are in it). */
+  readonly dir: string
+  /** What the provider's `setup` returned. */
+  readonly setup: ProviderE2eSetup
   /** GET through the daemon's reverse proxy: `get('up', '/api')`. */
   get(route: 'up' | 'flaky', p?: string): Promise<{ status: number; body: string }>
   /** From now on the upstream accepts only the rotated token. */
   acceptSecond(): void
+}
+
+/** The daemon config both the in-process daemon and the bin case run: trace logging, ports 0, upstream on `port`. */
+function daemonConfig(name: string, s: ProviderE2eSetup, port: number): Record<string, unknown> {
+  return {
+    listen: '127.0.0.1:0',
+    admin: { listen: '127.0.0.1:0' },
+    log: { level: 'trace' },
+    cache: { ttl: '1h', maxStale: '1500ms', bustCooldown: '50ms', fetchTimeout: '2s', fetchAttempts: s.fetchAttempts },
+    providers: { [name]: s.provider },
+    credentials: {
+      app: { provider: name, ...s.app, hosts: [`127.0.0.1:${port}`], inject: { type: 'bearer' }, insecure: true },
+      flaky: { provider: name, ...s.flaky, hosts: [`localhost:${port}`], inject: { type: 'header', header: 'X-Api-Key' }, insecure: true, ttl: '300ms' },
+    },
+    routes: {
+      up: { upstream: `http://127.0.0.1:${port}` },
+      flaky: { upstream: `http://localhost:${port}` },
+    },
+  }
+}
+
+/** An upstream that accepts only `token()` as the bearer on 127.0.0.1 and only `key` as the API key on localhost. */
+async function recordingUpstream(token: () => string, key: string): Promise<Upstream> {
+  const up = await startUpstream()
+  up.handle((req, res) => {
+    const ok = req.headers.host?.startsWith('localhost') ? req.headers['x-api-key'] === key : req.headers.authorization === `Bearer ${token()}`
+    res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' })
+    res.end(ok ? '{"ok":true}' : '{"error":"unauthorized"}')
+  })
+  return up
 }
 
 /**
@@ -67,38 +102,14 @@ export function providerE2e(name: string, canaries: ProviderCanaries, setup: (di
   let dir: string | undefined
   let up: Upstream | undefined
   let daemon: Daemon | undefined
+  let setupResult: ProviderE2eSetup | undefined
 
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), `latchkey-${name}-e2e-`))
     const s = await setup(dir)
-    up = await startUpstream()
-    up.handle((req, res) => {
-      const ok = req.headers.host?.startsWith('localhost') ? req.headers['x-api-key'] === canaries.key : req.headers.authorization === `Bearer ${current}`
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' })
-      res.end(ok ? '{"ok":true}' : '{"error":"unauthorized"}')
-    })
-    daemon = await startDaemon({
-      baseDir: dir,
-      env: s.env ?? {},
-      logStream: logs.stream,
-      processMetrics: false,
-      waitReady: true,
-      config: {
-        listen: '127.0.0.1:0',
-        admin: { listen: '127.0.0.1:0' },
-        log: { level: 'trace' },
-        cache: { ttl: '1h', maxStale: '1500ms', bustCooldown: '50ms', fetchTimeout: '2s', fetchAttempts: s.fetchAttempts },
-        providers: { [name]: s.provider },
-        credentials: {
-          app: { provider: name, ...s.app, hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true },
-          flaky: { provider: name, ...s.flaky, hosts: [`localhost:${up.port}`], inject: { type: 'header', header: 'X-Api-Key' }, insecure: true, ttl: '300ms' },
-        },
-        routes: {
-          up: { upstream: `http://127.0.0.1:${up.port}` },
-          flaky: { upstream: `http://localhost:${up.port}` },
-        },
-      },
-    })
+    up = await recordingUpstream(() => current, canaries.key)
+    setupResult = s
+    daemon = await startDaemon({ baseDir: dir, env: s.env ?? {}, logStream: logs.stream, processMetrics: false, waitReady: true, config: daemonConfig(name, s, up.port) })
   })
 
   after(async () => {
@@ -118,6 +129,12 @@ export function providerE2e(name: string, canaries: ProviderCanaries, setup: (di
     },
     get up() {
       return started(up, 'the upstream')
+    },
+    get dir() {
+      return started(dir, 'the temporary directory')
+    },
+    get setup() {
+      return started(setupResult, 'the provider set-up')
     },
     logs,
     provider: name,
@@ -188,12 +205,13 @@ export function testSharedProviderScenarios(e2e: ProviderE2e, hooks: ProviderSce
 
   test(hooks.failureTest, async () => {
     assert.equal((await e2e.get('flaky')).status, 200)
+    const flakyBefore = hooks.flakyCalls?.()
     hooks.failFlaky()
     await sleep(400) // past the 300 ms TTL: the entry is stale
     const stale = await e2e.get('flaky', '/stale')
     assert.equal(stale.status, 200, 'served the stale value while the provider fails')
     assert.equal(e2e.up.received.at(-1)?.headers['x-api-key'], canaries.key)
-    if (hooks.flakyCalls) assert.ok(hooks.flakyCalls() >= 2, 'the provider was asked again')
+    if (flakyBefore !== undefined) assert.ok(hooks.flakyCalls!() > flakyBefore, 'the provider was asked again while the entry was stale')
     await sleep(1_700) // past maxStale
     const failed = await e2e.get('flaky', '/too-stale')
     assert.equal(failed.status, 503, failed.body)
@@ -231,4 +249,99 @@ export function testNoCanaryInLogs(e2e: ProviderE2e, name: string, canaries: Pro
       assert.ok(lines.some((l) => l.includes(text)), why)
     }
   })
+}
+
+/** What the bin case needs beyond the shared hooks. */
+export interface BinCaseOptions {
+  /** Variables the provider's SDK reads from the process environment (the in-process daemon finds them in `process.env`). */
+  processEnv?: () => Record<string, string>
+  /** More values no output may hold (the provider's own tokens, keys), read when the case ends. */
+  more?: () => string[]
+}
+
+/**
+ * Registers a case that runs the real bin (`latchkey run -c FILE`, trace logging) against the
+ * same fake provider and its own upstream: injection, a rotation answered by an upstream 401
+ * (bust and replay), and a provider failure served stale. What the SDKs print straight to the
+ * process's stdout or stderr never reaches latchkey's pino stream, so only a child shows it:
+ * no canary may appear in the child's stdout or stderr, and every stdout line must be JSON.
+ * Run it after `testSharedProviderScenarios` and before a case that leaves the `app` secret
+ * unreadable; it stores `second` as the `app` value first, and leaves `first` stored.
+ */
+export function testBinNoCanary(e2e: ProviderE2e, name: string, hooks: ProviderScenarioHooks, opts: BinCaseOptions = {}): void {
+  const { canaries } = hooks
+  test(name, async () => {
+    hooks.rotate(canaries.second)
+    let current = canaries.second
+    const up = await recordingUpstream(() => current, canaries.key)
+    const file = path.join(e2e.dir, 'latchkey-bin.json')
+    await writeFile(file, JSON.stringify(daemonConfig(e2e.provider, e2e.setup, up.port)))
+    const env = { NO_PROXY: '127.0.0.1,localhost', HOME: e2e.dir, AWS_EC2_METADATA_DISABLED: 'true', ...e2e.setup.env, ...opts.processEnv?.() }
+    const bin = await startBin(['run', '-c', file], { env })
+    try {
+      await waitReady(bin.adminUrl)
+      const get = async (route: string, p: string) => {
+        const res = await request(`${bin.proxyUrl}/${route}${p}`)
+        return { status: res.statusCode, body: await res.body.text() }
+      }
+      const first = await get('up', '/bin')
+      assert.equal(first.status, 200, first.body)
+
+      hooks.rotate(canaries.first)
+      current = canaries.first
+      const appBefore = hooks.appCalls()
+      const rotated = await get('up', '/bin-after-rotation')
+      assert.equal(rotated.status, 200, rotated.body)
+      assert.equal(hooks.appCalls() - appBefore, 1, 'the 401 cost one provider call')
+      assert.deepEqual(
+        up.received.slice(-2).map((x) => x.headers.authorization),
+        [`Bearer ${canaries.second}`, `Bearer ${canaries.first}`],
+      )
+
+      assert.equal((await get('flaky', '/bin')).status, 200)
+      const flakyBefore = hooks.flakyCalls?.()
+      hooks.failFlaky()
+      try {
+        await sleep(400) // past the 300 ms TTL
+        const stale = await get('flaky', '/bin-stale')
+        assert.equal(stale.status, 200, stale.body)
+        if (flakyBefore !== undefined) assert.ok(hooks.flakyCalls!() > flakyBefore, 'the provider was asked again')
+      } finally {
+        hooks.recover()
+      }
+    } finally {
+      bin.child.kill('SIGTERM')
+      await up.close()
+    }
+    const ran = await bin.exited
+    await rm(file, { force: true })
+    assert.equal(ran.code, 0, `clean exit after SIGTERM (signal ${String(ran.signal)})`)
+    const lines = ran.stdout.split('\n').filter((l) => l !== '')
+    lines.forEach((line, i) => {
+      let rec: unknown
+      try {
+        rec = JSON.parse(line)
+      } catch {
+        // The line is not printed: it may hold the very secret the case looks for.
+        assert.fail(`stdout line #${i} (${line.length} chars) is not JSON`)
+      }
+      assert.ok(typeof rec === 'object' && rec !== null && !Array.isArray(rec), `stdout line #${i} is not a JSON object`)
+    })
+    for (const event of ['secret_fetched', 'replay', 'provider_error', 'stale_served']) {
+      assert.ok(lines.some((l) => l.includes(`"event":"${event}"`)), `the child logged ${event}`)
+    }
+    assertNoCanary([ran.stdout, ran.stderr], [canaries.first, canaries.second, canaries.key, ...(opts.more?.() ?? [])])
+  })
+}
+
+/** Poll `/readyz` (bounded: 100 tries, 15 s). */
+async function waitReady(adminUrl: string): Promise<void> {
+  const deadline = Date.now() + 15_000
+  for (let i = 0; i < 100 && Date.now() < deadline; i++) {
+    const res = await request(`${adminUrl}/readyz`)
+    await res.body.dump()
+    if (res.statusCode === 200) return
+    await sleep(100)
+  }
+  throw new Error('the child did not become ready in 15 s')
 }
