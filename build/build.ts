@@ -15,6 +15,7 @@
  */
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { isBuiltin } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -33,6 +34,11 @@ export interface BuildResult {
   entry: string
   /** Output files and their sizes in bytes. */
   files: Record<string, number>
+  /**
+   * The packages the output imports (statically or with `import()`), sorted: they must all be
+   * in production `node_modules`. Node built-ins are left out.
+   */
+  externals: string[]
 }
 
 export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<BuildResult> {
@@ -66,10 +72,14 @@ export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<Build
     void stop()
   })
   const files: Record<string, number> = {}
-  for (const [file, meta] of Object.entries(result.metafile.outputs)) files[path.relative(outdir, path.resolve(ROOT, file))] = meta.bytes
+  const externals = new Set<string>()
+  for (const [file, meta] of Object.entries(result.metafile.outputs)) {
+    files[path.relative(outdir, path.resolve(ROOT, file))] = meta.bytes
+    for (const i of meta.imports) if (i.external && !i.path.startsWith('node:') && !isBuiltin(i.path)) externals.add(i.path)
+  }
   // A marker the image test and the Dockerfile lint read: which entry the image runs.
   writeFileSync(path.join(outdir, 'build-info.json'), JSON.stringify({ entry: 'dist/cli/latchkey.js', source: path.relative(ROOT, entry), node: 'node24' }, null, 2) + '\n')
-  return { outdir, entry: path.join(outdir, 'cli', 'latchkey.js'), files }
+  return { outdir, entry: path.join(outdir, 'cli', 'latchkey.js'), files, externals: [...externals].sort() }
 }
 
 async function main(): Promise<void> {

@@ -90,12 +90,16 @@ describe('deploy/docker/Dockerfile', () => {
     assert.match(runtime.image, /nodejs24/)
   })
 
-  it('builds with npm ci, npm run build, then production dependencies only', () => {
+  it('builds with npm ci, npm run build, then production dependencies only, and runs the bundle on that pruned tree', () => {
     const runs = exec(build, 'RUN').map((i) => i.args)
     const ci = runs.indexOf('npm ci')
     const buildIdx = runs.findIndex((r) => r.startsWith('npm run build'))
     const prod = runs.indexOf('npm ci --omit=dev')
     assert.ok(ci >= 0 && buildIdx > ci && prod > buildIdx, runs.join(' | '))
+    // The last step of the build stage: nothing may change node_modules after the check.
+    assert.equal(runs.at(-1), 'node dist/cli/latchkey.js version', 'the bundle runs on production dependencies alone')
+    assert.equal(runs.lastIndexOf('node dist/cli/latchkey.js version'), runs.length - 1)
+    assert.ok(runs.length - 1 > prod)
   })
 
   it('the runtime stage uses no shell and no package manager: no RUN, exec-form ENTRYPOINT and CMD', () => {

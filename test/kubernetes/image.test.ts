@@ -1,13 +1,19 @@
 /**
  * The container image, without Docker: run what `npm run build` produces the way the image
- * runs it — /app holding dist/ + package.json + node_modules, owned by root and read-only,
- * the process as a non-root uid, the config in a read-only directory, writes only to the two
- * directories a pod mounts as emptyDirs (CA state, shared public CA) — and check /readyz,
- * a proxied request, and a clean SIGTERM.
+ * runs it — /app holding dist/ + package.json + a production-only node_modules (laid out from
+ * package-lock.json, as `npm ci --omit=dev` would, so a runtime import of a dev package fails
+ * here as it would in the image), owned by root and read-only, the process as a non-root uid,
+ * the config in a read-only directory, writes only to the two directories a pod mounts as
+ * emptyDirs (CA state, shared public CA) — and check /readyz, a proxied request, and a clean
+ * SIGTERM.
+ *
+ * As root the process runs as uid 65534 on a root-owned tree. Otherwise it runs as the
+ * current uid on a tree whose modes are read-only (the owner could chmod them back, latchkey
+ * does not), and the test says so in a diagnostic.
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -15,12 +21,17 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { buildDist } from '../../build/build.ts'
+import { copyProductionNodeModules } from './production-modules.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const NOBODY = 65534
 const CANARY_ENV = 'canary-env-secret-7f3a91'
 const CANARY_FILE = 'canary-file-secret-c0ffee42'
 const isRoot = process.getuid?.() === 0
+/** Root drops to nobody; anyone else runs as themselves (spawn's uid/gid need CAP_SETUID). */
+const AS = isRoot ? { uid: NOBODY, gid: NOBODY } : {}
+const RUN_UID = isRoot ? NOBODY : (process.getuid?.() ?? -1)
+const HOW = isRoot ? 'as uid 65534 on a root-owned read-only tree' : `not root: as the current uid ${RUN_UID} on a tree made read-only by mode (no uid switch)`
 
 /** chmod a tree read-only (dirs 0555, files 0444; executables keep x). */
 function readOnlyTree(dir: string): void {
@@ -31,6 +42,12 @@ function readOnlyTree(dir: string): void {
     else chmodSync(p, statSync(p).mode & 0o111 ? 0o555 : 0o444)
   }
   chmodSync(dir, 0o555)
+}
+
+/** Undo readOnlyTree's directory modes so a non-root owner can delete the tree. */
+function writableTree(dir: string): void {
+  chmodSync(dir, 0o755)
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) writableTree(path.join(dir, e.name))
 }
 
 function get(url: string): Promise<{ status: number; body: string }> {
@@ -45,9 +62,11 @@ function get(url: string): Promise<{ status: number; body: string }> {
   })
 }
 
-describe('the image layout: npm run build output, read-only, non-root', { skip: !isRoot && 'needs root to drop to uid 65534' }, () => {
+describe('the image layout: npm run build output on production dependencies only, read-only, non-root', () => {
   let work: string
   let app: string
+  let externals: string[]
+  let devLeftOut: string[]
   let upstream: http.Server
   const seen: http.IncomingHttpHeaders[] = []
 
@@ -56,10 +75,9 @@ describe('the image layout: npm run build output, read-only, non-root', { skip: 
     chmodSync(work, 0o755)
     app = path.join(work, 'app')
     mkdirSync(app)
-    await buildDist(path.join(app, 'dist'))
+    externals = (await buildDist(path.join(app, 'dist'))).externals
     copyFileSync(path.join(ROOT, 'package.json'), path.join(app, 'package.json'))
-    // The image has production dependencies only; here the repository's node_modules stands in.
-    symlinkSync(path.join(ROOT, 'node_modules'), path.join(app, 'node_modules'))
+    devLeftOut = copyProductionNodeModules(ROOT, app).dev
     readOnlyTree(app)
 
     upstream = http.createServer((req, res) => {
@@ -71,25 +89,49 @@ describe('the image layout: npm run build output, read-only, non-root', { skip: 
   after(async () => {
     upstream.closeAllConnections()
     await new Promise((r) => upstream.close(r))
-    if (work) rmSync(work, { recursive: true, force: true })
+    if (work) {
+      if (!isRoot) writableTree(work)
+      rmSync(work, { recursive: true, force: true })
+    }
   })
 
-  it('runs `latchkey version` from the read-only copy as uid 65534', () => {
-    const r = spawnSync(process.execPath, ['dist/cli/latchkey.js', 'version'], { cwd: app, uid: NOBODY, gid: NOBODY, env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }, encoding: 'utf8', timeout: 20_000 })
+  it('lays out node_modules from package-lock.json without the dev packages', (t) => {
+    t.diagnostic(HOW)
+    assert.ok(devLeftOut.includes('node_modules/typescript') && devLeftOut.includes('node_modules/esbuild'), 'the lock marks the build tools dev-only')
+    for (const key of devLeftOut) assert.equal(existsSync(path.join(app, key)), false, `${key} is dev-only and must not be in the image`)
+    for (const name of Object.keys((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies)) {
+      assert.ok(existsSync(path.join(app, 'node_modules', name, 'package.json')), `${name} is a production dependency`)
+    }
+  })
+
+  it('runs `latchkey version` from the read-only copy as a non-root uid', (t) => {
+    t.diagnostic(HOW)
+    const r = spawnSync(process.execPath, ['dist/cli/latchkey.js', 'version'], { cwd: app, ...AS, env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }, encoding: 'utf8', timeout: 20_000 })
     assert.equal(r.status, 0, r.stderr)
     assert.match(r.stdout, /^latchkey \d+\.\d+\.\d+/)
   })
 
-  it('starts as uid 65534 on a read-only app and config, becomes ready, injects, writes only to the mounted dirs, and drains on SIGTERM', async (t) => {
+  it('loads every package the build output imports, lazily loaded SDKs included, from production node_modules alone', (t) => {
+    t.diagnostic(`${externals.length} packages: ${externals.join(' ')}`)
+    assert.ok(externals.includes('@aws-sdk/client-secrets-manager') && externals.includes('@peculiar/x509'), 'the lazy imports are in the list')
+    // reflect-metadata first, as the interception code imports it before @peculiar/x509.
+    const order = [...externals].sort((a, b) => Number(b === 'reflect-metadata') - Number(a === 'reflect-metadata'))
+    const code = 'for (const s of JSON.parse(process.argv.at(-1))) { try { await import(s) } catch (e) { console.error(s + ": " + e.message); process.exitCode = 1 } }'
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, '--', JSON.stringify(order)], { cwd: app, ...AS, env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production' }, encoding: 'utf8', timeout: 60_000 })
+    assert.equal(r.status, 0, `imports that fail with production dependencies only:\n${r.stderr}`)
+  })
+
+  it('starts as a non-root uid on a read-only app and config, becomes ready, injects, writes only to the mounted dirs, and drains on SIGTERM', async (t) => {
     // The pod's volumes: a read-only config dir and Secret dir, two writable emptyDirs.
     const config = path.join(work, 'etc-latchkey')
     const secrets = path.join(work, 'secrets')
     const state = path.join(work, 'state')
     const shared = path.join(work, 'shared')
     for (const d of [config, secrets, state, shared]) mkdirSync(d)
-    for (const d of [state, shared]) chownSync(d, NOBODY, NOBODY)
+    t.diagnostic(HOW)
+    if (isRoot) for (const d of [state, shared]) chownSync(d, NOBODY, NOBODY)
     writeFileSync(path.join(secrets, 'api-key'), CANARY_FILE, { mode: 0o400 })
-    chownSync(path.join(secrets, 'api-key'), NOBODY, NOBODY)
+    if (isRoot) chownSync(path.join(secrets, 'api-key'), NOBODY, NOBODY)
     const port = (upstream.address() as AddressInfo).port
     writeFileSync(
       path.join(config, 'latchkey.yaml'),
@@ -118,8 +160,7 @@ describe('the image layout: npm run build output, read-only, non-root', { skip: 
     const started = performance.now()
     const child: ChildProcess = spawn(process.execPath, ['--enable-source-maps', 'dist/cli/latchkey.js', 'run', '-c', path.join(config, 'latchkey.yaml')], {
       cwd: app,
-      uid: NOBODY,
-      gid: NOBODY,
+      ...AS,
       env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production', PIPELINE_TOKEN: CANARY_ENV, NO_PROXY: '127.0.0.1,localhost' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -173,7 +214,7 @@ describe('the image layout: npm run build output, read-only, non-root', { skip: 
       assert.ok(existsSync(path.join(shared, 'ca.pem')) && existsSync(path.join(shared, 'ca-bundle.pem')), 'public CA and bundle in the shared dir')
       const key = statSync(path.join(state, 'ca', 'ca-key.pem'))
       assert.equal(key.mode & 0o777, 0o600)
-      assert.equal(key.uid, NOBODY)
+      assert.equal(key.uid, RUN_UID)
 
       child.kill('SIGTERM')
       const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 10_000).unref())])
