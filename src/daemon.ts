@@ -58,6 +58,18 @@ export interface Broker {
   prefetch(): Promise<void>
 }
 
+/** Shortest time a value the cache dropped stays scrubbed from logs. */
+const RETIRED_SCRUB_MIN_MS = 60_000
+
+/**
+ * How long a request holding an expired (within maxStale) value waits for its refresh before
+ * the old value is served: a quarter of the request timeout, at most one second, so the
+ * request keeps most of its budget for the upstream.
+ */
+export function staleGraceMs(requestTimeoutMs: number): number {
+  return Math.min(1000, Math.floor(requestTimeoutMs / 4))
+}
+
 export function isCompiledConfig(c: unknown): c is Config {
   return typeof c === 'object' && c !== null && 'warnings' in c && Object.isFrozen(c)
 }
@@ -79,7 +91,18 @@ export function createBroker(opts: DaemonOptions): Broker {
   const providers = new ProviderPool(config.providers, env, logger, config.upstream.ca)
   const byKey = new Map<string, CompiledCredential[]>()
   for (const c of credentials) byKey.set(c.cacheKey, [...(byKey.get(c.cacheKey) ?? []), c])
-  const policy = { attempts: config.cache.fetchAttempts, timeoutMs: config.cache.fetchTimeout, baseDelayMs: 200, maxDelayMs: 5000 }
+  // A fetch may outlive the request that started it (others share it; a refresh that came
+  // too late for one request still serves the next), so its bound is the longer of one
+  // request's and one provider call's timeout, whatever attempts × fetchTimeout add up to.
+  const policy = {
+    attempts: config.cache.fetchAttempts,
+    timeoutMs: config.cache.fetchTimeout,
+    baseDelayMs: 200,
+    maxDelayMs: 5000,
+    deadlineMs: Math.max(config.cache.fetchTimeout, config.upstream.requestTimeout),
+  }
+  // A dropped value stays scrubbed while requests that may have used it can still log.
+  const retireMs = Math.max(RETIRED_SCRUB_MIN_MS, config.upstream.requestTimeout)
 
   // Label children bound once: a cache hit does no label hashing.
   const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
@@ -87,6 +110,7 @@ export function createBroker(opts: DaemonOptions): Broker {
     maxEntries: config.cache.maxEntries,
     maxStaleMs: config.cache.maxStale,
     bustCooldownMs: config.cache.bustCooldown,
+    staleGraceMs: staleGraceMs(config.upstream.requestTimeout),
     refreshAhead: config.cache.refreshAhead,
     logger,
     async fetch(credential) {
@@ -121,7 +145,7 @@ export function createBroker(opts: DaemonOptions): Broker {
       if (skippedShort > 0) logger.warn({ event: 'short_secret', credential: credential.name }, 'secret (or a part of it) is shorter than 4 characters and cannot be scrubbed from logs by value')
     },
     onDrop(key) {
-      scrubber.delete(key)
+      scrubber.retire(key, retireMs)
     },
     observe: {
       hit: (name) => hitCounters.get(name)?.inc(),

@@ -1,14 +1,22 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { LatchkeyError, ProviderError } from '../errors.ts'
 import type { SecretProvider } from '../providers/provider.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
 
 export interface RetryPolicy {
+  /** Provider calls at most (first try + retries). */
   attempts: number
   /** Timeout of one provider call. */
   timeoutMs: number
+  /** Backoff before retry n is drawn uniformly from [0, min(maxDelayMs, baseDelayMs * 2^(n-1))) (full jitter). */
   baseDelayMs: number
   maxDelayMs: number
+  /**
+   * Bound on the whole fetch: every attempt, its timeout and every wait between attempts.
+   * An attempt gets at most what is left of it; a wait (backoff or Retry-After) that would
+   * end past it is not taken: the last error is thrown at once. Unset: only the attempt
+   * count bounds the fetch.
+   */
+  deadlineMs?: number
 }
 
 export interface FetchObserver {
@@ -16,9 +24,21 @@ export interface FetchObserver {
   onRetry?(err: ProviderError, delayMs: number): void
 }
 
+/** Time and randomness, injectable for tests (timers are node's, so fake timers drive them). */
+export interface RetryClock {
+  now(): number
+  random(): number
+}
+
+const SYSTEM_CLOCK: RetryClock = { now: () => Date.now(), random: Math.random }
+
 /**
- * Call a provider with latchkey's own timeout and a bounded retry loop (exponential
- * backoff with full jitter, honouring a service's Retry-After) for transient failures.
+ * Call a provider with latchkey's own timeout and a bounded retry loop for transient
+ * failures: exponential backoff with full jitter, or the service's Retry-After when that is
+ * longer. A Retry-After is honoured as the provider parsed it (each provider caps it: 300 s
+ * AWS, 60 s Azure), never shortened to our backoff cap: retrying sooner only spends quota.
+ * When the wait would end past `deadlineMs`, the fetch fails at once with that error
+ * (`throttled` stays `throttled`) instead of sleeping past the caller's deadline.
  * SDK retries are off in every provider, so this is the only retry loop.
  */
 export async function fetchWithRetry(
@@ -28,28 +48,64 @@ export async function fetchWithRetry(
   policy: RetryPolicy,
   signal: AbortSignal | undefined,
   observer: FetchObserver = {},
+  clock: RetryClock = SYSTEM_CLOCK,
 ): Promise<SecretValue> {
+  const deadline = policy.deadlineMs === undefined ? Infinity : clock.now() + policy.deadlineMs
   let last: ProviderError | undefined
   for (let attempt = 1; attempt <= policy.attempts; attempt++) {
-    const timeout = AbortSignal.timeout(policy.timeoutMs)
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout
     const started = performance.now()
+    const budget = Math.min(policy.timeoutMs, deadline - clock.now())
+    const timeout = new AbortController()
+    // A node timer (not AbortSignal.timeout) so that fake timers drive it in tests.
+    const timer = setTimeout(() => timeout.abort(), Math.max(0, budget))
+    const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal
     try {
-      const value = await provider.fetch(ref, { signal: combined, version })
+      // Raced as well as signalled: a provider that ignores its signal still cannot hold us.
+      const value = await untilAborted(() => provider.fetch(ref, { signal: combined, version }), combined)
       observer.onAttempt?.('ok', performance.now() - started)
       return value
     } catch (err) {
-      last = toProviderError(err, timeout.aborted)
+      last = toProviderError(err, timeout.signal.aborted && !signal?.aborted)
       observer.onAttempt?.(last.code, performance.now() - started)
       if (signal?.aborted || !last.retryable || attempt === policy.attempts) throw last
       const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1))
-      const delay = Math.min(policy.maxDelayMs, Math.max(last.retryAfterMs ?? 0, Math.random() * backoff))
+      const delay = Math.max(last.retryAfterMs ?? 0, clock.random() * backoff)
+      if (clock.now() + delay >= deadline) throw last
       observer.onRetry?.(last, delay)
-      await sleep(delay, undefined, signal ? { signal } : undefined).catch(() => undefined)
+      await sleep(delay, signal)
       if (signal?.aborted) throw last
+    } finally {
+      clearTimeout(timer)
     }
   }
   throw last ?? new ProviderError('provider_unavailable', 'provider fetch failed')
+}
+
+const ABORTED = Object.freeze(Object.assign(new Error('aborted'), { name: 'AbortError' }))
+
+/** `start()`'s outcome, or a rejection with an AbortError as soon as `signal` fires. */
+function untilAborted<T>(start: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(ABORTED)
+  const p = start()
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(ABORTED)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
+/** Resolves after `ms`, or at once when `signal` fires. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve()
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
 }
 
 /** Anything a provider throws becomes a ProviderError; unknown errors keep only their class and code. */

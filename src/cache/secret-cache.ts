@@ -3,6 +3,10 @@ import type { Logger } from 'pino'
 import type { CompiledCredential } from '../config/load.ts'
 import { LatchkeyError, ProviderError } from '../errors.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
+import { settleWithin } from './settle-within.ts'
+
+/** Default of `CacheOptions.staleGraceMs`. */
+export const DEFAULT_STALE_GRACE_MS = 1000
 
 /** One fetched secret. `rendered` memoises the header value per credential (a cache hit allocates nothing). */
 interface Entry {
@@ -24,13 +28,23 @@ export interface CacheOptions {
   maxEntries: number
   maxStaleMs: number
   bustCooldownMs: number
+  /**
+   * When an expired value within `maxStaleMs` is held, how long a request waits for its
+   * refresh before it is served the old value (the refresh goes on in the background).
+   * Keep it well below the request timeout. Default 1000.
+   */
+  staleGraceMs?: number
   /** Fraction of the TTL after which an entry in use is refreshed in the background. */
   refreshAhead: number
   /** Performs one provider fetch (with its own timeout and retries). */
   fetch(credential: CompiledCredential): Promise<SecretValue>
   /** Called with every newly held value so the log scrubber knows it. */
   onValue?(credential: CompiledCredential, secret: SecretValue): void
-  /** Called when a key's value is dropped (eviction, clear). */
+  /**
+   * Called when the cache stops holding a key's value without a new one taking its place:
+   * LRU eviction, `clear`, or a bust whose refetch failed. Not called when a bust evicts a
+   * value to refetch it (the next `onValue` of the key replaces it).
+   */
   onDrop?(cacheKey: string): void
   logger: Logger
   now?: () => number
@@ -56,15 +70,18 @@ export class SecretCache {
   readonly #opts: CacheOptions
   readonly #now: () => number
   readonly #random: () => number
+  readonly #staleGraceMs: number
 
   constructor(opts: CacheOptions) {
     this.#opts = opts
     this.#now = opts.now ?? Date.now
     this.#random = opts.random ?? Math.random
+    this.#staleGraceMs = opts.staleGraceMs ?? DEFAULT_STALE_GRACE_MS
     this.#entries = new LRUCache<string, Entry>({
       max: opts.maxEntries,
+      // Only eviction is reported here: deletes are ours (bust, clear) and report themselves.
       dispose: (_v, key, reason) => {
-        if (reason !== 'set') opts.onDrop?.(key)
+        if (reason === 'evict') opts.onDrop?.(key)
       },
     })
   }
@@ -86,21 +103,39 @@ export class SecretCache {
     return this.#resolve(credential, entry, false)
   }
 
-  /** The value for a credential: cached, refreshed ahead, fetched, or stale within maxStale. */
+  /**
+   * The value for a credential: cached, refreshed ahead, fetched, or stale within maxStale.
+   * With an expired value still within maxStale, the refresh is waited for at most
+   * `staleGraceMs`; a refresh that fails or is slower than that gets the old value served
+   * (the refresh goes on, shared, in the background). Without a usable value the fetch is
+   * waited for: the caller bounds that wait by its own deadline.
+   */
   async get(credential: CompiledCredential): Promise<Resolved> {
     const hit = this.peek(credential)
     if (hit) return hit
     const entry = this.#entries.get(credential.cacheKey)
     this.#opts.observe?.miss?.(credential.name)
-    let fresh: Entry
-    try {
-      fresh = await this.#load(credential)
-    } catch (err) {
-      if (entry && this.#now() < entry.expiresAt + this.#opts.maxStaleMs) {
+    const load = this.#load(credential)
+    if (entry !== undefined && this.#withinMaxStale(entry)) {
+      const settled = await settleWithin(load, this.#staleGraceMs)
+      if (settled.state === 'fulfilled') return this.#resolve(credential, settled.value, false)
+      if (this.#withinMaxStale(entry)) {
+        const slow = settled.state === 'pending'
+        const code = slow ? 'provider_timeout' : ((settled.reason as LatchkeyError | undefined)?.code ?? 'provider_unavailable')
         this.#opts.observe?.stale?.(credential.name)
-        this.#opts.logger.warn({ event: 'stale_served', credential: credential.name, code: (err as LatchkeyError).code }, 'provider failed; serving the previous value within maxStale')
+        this.#opts.logger.warn(
+          { event: 'stale_served', credential: credential.name, code, reason: slow ? 'slow' : 'error' },
+          slow ? 'provider slower than the stale grace; serving the previous value within maxStale' : 'provider failed; serving the previous value within maxStale',
+        )
         return this.#resolve(credential, entry, true)
       }
+      if (settled.state === 'rejected') throw unavailable(credential, settled.reason)
+      // maxStale ran out while waiting: from here on this is a plain miss.
+    }
+    let fresh: Entry
+    try {
+      fresh = await load
+    } catch (err) {
       throw unavailable(credential, err)
     }
     return this.#resolve(credential, fresh, false)
@@ -134,6 +169,8 @@ export class SecretCache {
         return undefined
       }
       this.#lastBust.set(key, this.#now())
+      // No onDrop: the refetch's onValue replaces the refused value, which then stays in the
+      // scrubber's previous generation (requests still in flight may log it).
       this.#entries.delete(key)
       this.#opts.logger.info({ event: 'bust', credential: credential.name }, 'upstream refused the credential; evicted and refetching')
     }
@@ -144,6 +181,8 @@ export class SecretCache {
       return changed ? this.#resolve(credential, fresh, false) : undefined
     } catch (err) {
       this.#opts.observe?.bust?.(credential.name, 'failed')
+      // Nothing replaced the evicted value: report it dropped (unless a later fetch already refilled the key).
+      if (!this.#entries.has(key)) this.#opts.onDrop?.(key)
       this.#opts.logger.warn({ event: 'bust_refetch_failed', credential: credential.name, code: (err as LatchkeyError).code }, 'refetch after upstream refusal failed')
       return undefined
     }
@@ -164,11 +203,14 @@ export class SecretCache {
     if (credential) {
       const had = this.#entries.delete(credential.cacheKey)
       this.#lastBust.delete(credential.cacheKey)
+      if (had) this.#opts.onDrop?.(credential.cacheKey)
       this.#opts.observe?.entries?.(this.#entries.size)
       return had ? 1 : 0
     }
-    const n = this.#entries.size
+    const keys = [...this.#entries.keys()]
+    const n = keys.length
     this.#entries.clear()
+    for (const key of keys) this.#opts.onDrop?.(key)
     this.#lastBust.clear()
     this.#opts.observe?.entries?.(0)
     return n
@@ -176,6 +218,10 @@ export class SecretCache {
 
   get size(): number {
     return this.#entries.size
+  }
+
+  #withinMaxStale(entry: Entry): boolean {
+    return this.#now() < entry.expiresAt + this.#opts.maxStaleMs
   }
 
   #load(credential: CompiledCredential): Promise<Entry> {

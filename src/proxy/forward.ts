@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { Agent, Dispatcher } from 'undici'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
+import { settleWithin } from '../cache/settle-within.ts'
 import { ERROR_CODES, LatchkeyError } from '../errors.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './hop-by-hop.ts'
 import { hasBody, prepareBody, type PreparedBody } from './request-body.ts'
@@ -17,7 +18,7 @@ export interface ForwarderOptions {
   logger: Logger
   metrics: Metrics
   retryBodyLimit: number
-  /** Bound on waiting for a secret on the request path. */
+  /** Bound on waiting for the secret manager on the request path: the first fetch and a refetch after 401/403 share it. */
   requestTimeoutMs: number
 }
 
@@ -66,8 +67,15 @@ export class Forwarder {
       let upstream = await send(resolved?.headerValue)
 
       if (resolved && credential && (upstream.statusCode === 401 || upstream.statusCode === 403)) {
-        const fresh = await this.#o.cache.bust(credential, resolved.secret)
-        if (fresh && body.replayable) {
+        const bust = this.#o.cache.bust(credential, resolved.secret)
+        // Not replayable: nothing to wait for; the next request gets the refetched value.
+        // Replayable: wait at most what is left of the request's budget. The refused response
+        // is not read meanwhile (undici pauses it, and a paused body has no body timeout), so
+        // on timeout it is still delivered unchanged; the refetch goes on for later requests.
+        let fresh: Resolved | undefined
+        if (body.replayable) fresh = await this.#within(bust, started, credential.name, target.host)
+        else bust.catch(() => undefined)
+        if (fresh) {
           await upstream.body.dump().catch(() => undefined)
           this.#o.metrics.replays.inc({ credential: credential.name })
           this.#o.logger.info({ event: 'replay', credential: credential.name, host: target.host, status: upstream.statusCode }, 'replaying with the refreshed credential')
@@ -119,16 +127,20 @@ export class Forwarder {
 
   /** The secret, bounded by the request timeout so a slow secret manager cannot stall the proxy. */
   async #secret(credential: NonNullable<Target['credential']>): Promise<Resolved> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new LatchkeyError('secret_unavailable', `credential ${credential.name} is unavailable (provider_timeout)`)), this.#o.requestTimeoutMs)
-      timer.unref()
-    })
-    try {
-      return await Promise.race([this.#o.cache.get(credential), timeout])
-    } finally {
-      clearTimeout(timer)
+    const settled = await settleWithin(this.#o.cache.get(credential), this.#o.requestTimeoutMs)
+    if (settled.state === 'fulfilled') return settled.value
+    if (settled.state === 'rejected') throw settled.reason
+    throw new LatchkeyError('secret_unavailable', `credential ${credential.name} is unavailable (provider_timeout)`)
+  }
+
+  /** The bust's answer if it comes before the request's deadline (`started` + requestTimeout), else undefined. */
+  async #within(bust: Promise<Resolved | undefined>, started: number, credential: string, host: string): Promise<Resolved | undefined> {
+    const settled = await settleWithin(bust, this.#o.requestTimeoutMs - (performance.now() - started))
+    if (settled.state === 'fulfilled') return settled.value
+    if (settled.state === 'pending') {
+      this.#o.logger.info({ event: 'bust_timeout', credential, host }, "the refetch after the upstream's refusal did not finish within requestTimeout; returning the upstream's answer")
     }
+    return undefined
   }
 }
 

@@ -16,6 +16,8 @@ interface Generations {
   current: readonly string[]
   /** Values of the set before; kept so lines about to be written with the old value are still scrubbed. */
   previous: readonly string[]
+  /** Set by `retire`: forgets the key when it fires, unless a `set` came first. */
+  retiredTimer: NodeJS.Timeout | undefined
 }
 
 /** `user:pass` (no quotes, braces or slashes in the user part): its password alone is also secret. */
@@ -87,20 +89,46 @@ export class Scrubber {
       if (pass !== undefined && pass.length >= this.#minLength) accepted.push(pass)
     }
     const held = this.#keys.get(key)
-    if (held !== undefined && sameValues(held.current, accepted)) return { skippedShort }
-    this.#keys.set(key, { current: accepted, previous: held?.current ?? [] })
+    if (held !== undefined) clearTimeout(held.retiredTimer)
+    if (held !== undefined && sameValues(held.current, accepted)) {
+      held.retiredTimer = undefined
+      return { skippedShort }
+    }
+    this.#keys.set(key, { current: accepted, previous: held?.current ?? [], retiredTimer: undefined })
     this.#changed()
     return { skippedShort }
   }
 
-  /** Forget both generations of one key. */
+  /**
+   * The cache no longer holds this key's value (evicted, cleared, refetch failed), but log
+   * lines of requests still in flight may mention it: keep both generations scrubbed for
+   * `ms` more, then forget them. A `set` of the key before then cancels that (the retired
+   * value becomes the previous generation, as in a rotation). Retiring a key already
+   * retiring keeps the first deadline; an unknown key is a no-op.
+   */
+  retire(key: string, ms: number): void {
+    const held = this.#keys.get(key)
+    if (held === undefined || held.retiredTimer !== undefined) return
+    const timer = setTimeout(() => {
+      if (this.#keys.get(key) === held && held.retiredTimer === timer) this.delete(key)
+    }, ms)
+    timer.unref()
+    held.retiredTimer = timer
+  }
+
+  /** Forget both generations of one key now. */
   delete(key: string): void {
-    if (this.#keys.delete(key)) this.#changed()
+    const held = this.#keys.get(key)
+    if (held === undefined) return
+    clearTimeout(held.retiredTimer)
+    this.#keys.delete(key)
+    this.#changed()
   }
 
   /** Forget everything. */
   clear(): void {
     if (this.#keys.size === 0) return
+    for (const held of this.#keys.values()) clearTimeout(held.retiredTimer)
     this.#keys.clear()
     this.#changed()
   }

@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
+import { settleWithin } from '../cache/settle-within.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import { LatchkeyError } from '../errors.ts'
 import { withHeader } from './header-list.ts'
@@ -18,7 +19,7 @@ export interface ShimDeps {
   readonly metrics: Metrics
   /** Bodies up to this size (string / Buffer) are replayed after a bust; streams never are. */
   readonly retryBodyLimit: number
-  /** Bound on waiting for a secret. */
+  /** Bound on waiting for the secret manager: the first fetch and a refetch after 401/403 share it. */
   readonly requestTimeoutMs: number
 }
 
@@ -144,16 +145,10 @@ export class InjectedRequest {
   }
 
   async #secret(): Promise<Resolved> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new LatchkeyError('secret_unavailable', `credential ${this.#credential.name} is unavailable (provider_timeout)`)), this.#deps.requestTimeoutMs)
-      timer.unref()
-    })
-    try {
-      return await Promise.race([this.#deps.cache.get(this.#credential), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    const settled = await settleWithin(this.#deps.cache.get(this.#credential), this.#deps.requestTimeoutMs)
+    if (settled.state === 'fulfilled') return settled.value
+    if (settled.state === 'rejected') throw settled.reason
+    throw new LatchkeyError('secret_unavailable', `credential ${this.#credential.name} is unavailable (provider_timeout)`)
   }
 
   // Called by the attempts.
@@ -181,10 +176,17 @@ export class InjectedRequest {
     if (refused && attempt.n === 1 && this.#used) {
       const bust = this.#deps.cache.bust(this.#credential, this.#used.secret)
       if (this.#replayable && !this.#proxy.aborted) {
-        bust.then(
-          (fresh) => this.#decide(attempt, fresh),
-          () => this.#decide(attempt, undefined),
-        )
+        // Held (paused, chunks buffered) at most for what is left of the request's budget;
+        // then delivered unchanged while the refetch goes on for later requests.
+        void settleWithin(bust, this.#deps.requestTimeoutMs - (performance.now() - this.#started)).then((settled) => {
+          if (settled.state === 'pending') {
+            this.#deps.logger.info(
+              { event: 'bust_timeout', mode: 'shim', credential: this.#credential.name, host: this.#host },
+              "the refetch after the upstream's refusal did not finish within requestTimeout; returning the upstream's answer",
+            )
+          }
+          this.#decide(attempt, settled.state === 'fulfilled' ? settled.value : undefined)
+        })
         return true
       }
       // Not replayable: the next request gets the new value; this one gets the upstream's answer.
