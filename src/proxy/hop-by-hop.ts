@@ -15,6 +15,13 @@ const HOP_BY_HOP = new Set([
 ])
 
 /**
+ * `Expect: 100-continue` is answered by Node's server before the request reaches us (it
+ * writes `100 Continue` when no `checkContinue` listener is set), so the client is already
+ * sending its body; undici refuses to send `expect` itself. Forwarding it would fail the request.
+ */
+const REQUEST_ONLY = new Set(['expect'])
+
+/**
  * Request headers for the upstream from the client's raw header list: hop-by-hop fields,
  * the fields named in `Connection`, `Host` (set by us) and `drop` (an injected header
  * being replaced) are removed. Returns a flat [name, value, ...] list as undici accepts.
@@ -25,7 +32,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], connection
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || lower === drop || named?.has(lower)) continue
+    if (HOP_BY_HOP.has(lower) || REQUEST_ONLY.has(lower) || lower === drop || named?.has(lower)) continue
     out.push(name, rawHeaders[i + 1] as string)
   }
   return out

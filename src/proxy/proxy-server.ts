@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import type { Forwarder } from './forward.ts'
-import { isRefusal, type TargetResolver } from './resolve-target.ts'
+import { DUPLICATE_HOST, hasDuplicateHost, isRefusal, type TargetResolver } from './resolve-target.ts'
 import { sendError, sendSocketError } from './respond.ts'
 import { openTunnel } from './tunnel.ts'
 
@@ -59,7 +59,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
   tunnels.set(server, open)
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy())
-    const d = o.resolver.connect(req.url ?? '')
+    const d = hasDuplicateHost(req.rawHeaders) ? DUPLICATE_HOST : o.resolver.connect(req.url ?? '')
     if (isRefusal(d)) {
       o.metrics.denials.inc({ code: d.code })
       o.metrics.requests.inc({ mode: 'connect', outcome: 'refused' })

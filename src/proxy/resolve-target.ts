@@ -62,6 +62,7 @@ export class TargetResolver {
   }
 
   resolve(req: IncomingMessage): Resolution {
+    if (hasDuplicateHost(req.rawHeaders)) return DUPLICATE_HOST
     const url = req.url ?? '/'
     if (url.startsWith('/')) return this.#route(url)
     return this.#forward(req, url)
@@ -165,6 +166,25 @@ export class TargetResolver {
     return this.#credentials.some((c) => c.patterns.some((p) => patternMatches({ ...p, port: '*' }, host, 0, true)))
   }
 }
+
+/**
+ * RFC 9112 §3.2: a request with more than one Host field is answered 400. Node keeps the
+ * first and drops the rest, so a proxy that matched one and an upstream that read another
+ * would disagree about the destination. One pass over the raw list, comparing lengths first.
+ */
+export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const n = rawHeaders[i] as string
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
+      if (seen) return true
+      seen = true
+    }
+  }
+  return false
+}
+
+export const DUPLICATE_HOST: Refusal = Object.freeze({ refused: true, code: 'bad_request', message: 'more than one Host header (RFC 9112 §3.2)' })
 
 function refuse(code: ErrorCode, message: string): Refusal {
   return { refused: true, code, message }
