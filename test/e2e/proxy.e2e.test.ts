@@ -21,7 +21,8 @@ let tls: Upstream
 let plain: Upstream
 let daemon: Daemon
 let proxy: ProxyAgent
-const env: Record<string, string | undefined> = { CANARY_BEARER, CRLF_SECRET: 'canary-crlf\r\nX-Evil: 1' }
+const CANARY_CRLF = 'canary-crlf-0e5a\r\nX-Evil: 1'
+const env: Record<string, string | undefined> = { CANARY_BEARER, CRLF_SECRET: CANARY_CRLF }
 const logs = captureLogs()
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef'
 
@@ -184,7 +185,7 @@ test('a secret that would render CR or LF into a header is never sent: 502 namin
   const body = await res.text()
   assert.match(body, /header_value_invalid/)
   assert.match(body, /crlf/)
-  assertNoCanary(body, ['canary-crlf'])
+  assertNoCanary(body, [CANARY_CRLF, 'canary-crlf-0e5a'])
 })
 
 test('a failing provider fails only requests that need it: 503 secret_unavailable, others keep working', async () => {
@@ -334,5 +335,6 @@ test('a burst of 500 cold concurrent requests causes exactly one provider read',
 
 test('no log line at trace level contains any canary secret in any encoding', () => {
   assert.ok(logs.lines().length > 20, 'the daemon logged at trace level')
-  assertNoCanary(logs.lines(), [CANARY_BEARER, CANARY_KEY_OLD, CANARY_KEY_NEW, CANARY_ROTATING, CANARY_USER, CANARY_USER.password])
+  assert.ok(logs.text().includes('"credential":"crlf"'), 'the CR/LF secret was fetched and refused during this run')
+  assertNoCanary(logs.lines(), [CANARY_BEARER, CANARY_KEY_OLD, CANARY_KEY_NEW, CANARY_ROTATING, CANARY_USER, CANARY_USER.password, CANARY_CRLF, 'canary-crlf-0e5a'])
 })

@@ -1,7 +1,6 @@
 import { AssertionError } from 'node:assert'
 import { Writable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
-import { secretForms } from '../../src/redact/secret-forms.ts'
 
 export interface LogCapture {
   /** Give this to a logger (or `startDaemon({ logStream })`). */
@@ -70,17 +69,63 @@ interface Needle {
 }
 
 /**
- * The same forms the Scrubber registers. URL-encoded forms are matched case-insensitively:
- * only their `%XX` escapes vary in case, and a canary is distinctive enough that folding its
- * letters too cannot cause a false alarm.
+ * Every encoding of `text` to look for, computed here rather than with the Scrubber's
+ * `secretForms`, so a mistake there cannot hide itself in the tests that check it.
+ * URL-encoded forms are matched case-insensitively: only their `%XX` escapes vary in case,
+ * and a canary is distinctive enough that folding its letters too cannot cause a false alarm.
  */
 function needlesFor(text: string, canary: number, label: string): Needle[] {
-  return secretForms(text).map((f) => ({
-    canary,
-    kind: label + f.kind,
-    text: f.caseInsensitiveHex ? f.text.toLowerCase() : f.text,
-    caseInsensitive: f.caseInsensitiveHex,
-  }))
+  const bytes = Buffer.from(text, 'utf8')
+  const b64 = bytes.toString('base64')
+  const json = JSON.stringify(text).slice(1, -1)
+  const forms: Array<[string, string, boolean]> = [
+    ['raw', text, false],
+    ['json-escaped', json, false],
+    ['json-escaped-twice', JSON.stringify(json).slice(1, -1), false],
+    ['base64', b64, false],
+    ['base64-unpadded', b64.replace(/=+$/, ''), false],
+    ['base64url', bytes.toString('base64url'), false],
+    ['url-encoded', encodeURIComponent(text), true],
+    ['form-encoded', formUrlEncode(text), true],
+    ['base64-url-encoded', encodeURIComponent(b64), true],
+  ]
+  for (const [kind, enc] of [['base64-embedded', 'base64'], ['base64url-embedded', 'base64url']] as const) {
+    for (const run of base64Runs(bytes, enc)) forms.push([kind, run, false])
+  }
+  const seen = new Set<string>()
+  const out: Needle[] = []
+  for (const [kind, form, caseInsensitive] of forms) {
+    const key = caseInsensitive ? form.toLowerCase() : form
+    if (form === '' || seen.has(key)) continue
+    seen.add(key)
+    out.push({ canary, kind: label + kind, text: key, caseInsensitive })
+  }
+  return out
+}
+
+/** WHATWG form encoding: all but ASCII alphanumerics and `*-._` escaped, space as `+`. */
+function formUrlEncode(text: string): string {
+  return encodeURIComponent(text)
+    .replace(/[!'()~]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+    .replace(/%20/g, '+')
+}
+
+/**
+ * Inside a longer base64 blob the value starts 0, 1 or 2 bytes into a 3-byte group. For
+ * each, the characters whose 6 bits all come from the value are the same whatever
+ * surrounds it: those runs (8 characters or more, so ordinary text cannot match) are searched.
+ */
+function base64Runs(bytes: Buffer, encoding: 'base64' | 'base64url'): string[] {
+  const runs: string[] = []
+  for (let lead = 0; lead < 3; lead++) {
+    const encoded = Buffer.concat([Buffer.alloc(lead, 0x41), bytes]).toString(encoding)
+    const firstBit = lead * 8
+    const endBit = firstBit + bytes.length * 8
+    let run = ''
+    for (let k = 0; k * 6 + 6 <= endBit; k++) if (k * 6 >= firstBit) run += encoded[k] ?? ''
+    if (run.length >= 8) runs.push(run)
+  }
+  return runs
 }
 
 /**
