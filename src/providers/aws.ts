@@ -32,6 +32,8 @@ const optionsSchema = z
 type AwsOptions = z.infer<typeof optionsSchema>
 type StaticKeys = { accessKeyId: string; secretAccessKey: string; sessionToken?: string }
 type Credentials = NonNullable<SecretsManagerClientConfig['credentials']>
+/** What a credentials provider resolves to (keys, optional session token and expiry). */
+type ResolvedCredentials = Awaited<ReturnType<Extract<Credentials, (...args: never[]) => unknown>>>
 
 /** A fatal decoder: a SecretBinary that is not UTF-8 text is refused rather than mangled. */
 const utf8 = new TextDecoder('utf-8', { fatal: true })
@@ -63,7 +65,7 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
     const region = options.region ?? ctx.env.AWS_REGION ?? ctx.env.AWS_DEFAULT_REGION
     if (!region) throw new ProviderError('provider_config', `${where}: no AWS region (set region, AWS_REGION or AWS_DEFAULT_REGION)`, { retryable: false })
     const endpoint = options.endpoint ?? ctx.env.AWS_ENDPOINT_URL_SECRETS_MANAGER ?? ctx.env.AWS_ENDPOINT_URL
-    const { SecretsManagerClient, GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager')
+    const { SecretsManagerClient, GetSecretValueCommand, ListSecretsCommand } = await import('@aws-sdk/client-secrets-manager')
 
     // The daemon's env is authoritative for static keys; other sources come from the SDK's chain.
     const envKeys: StaticKeys | undefined =
@@ -71,9 +73,9 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
         ? { accessKeyId: ctx.env.AWS_ACCESS_KEY_ID, secretAccessKey: ctx.env.AWS_SECRET_ACCESS_KEY, ...(ctx.env.AWS_SESSION_TOKEN ? { sessionToken: ctx.env.AWS_SESSION_TOKEN } : {}) }
         : undefined
     let credentials: Credentials | undefined = envKeys
+    const stsEndpoint = options.stsEndpoint ?? ctx.env.AWS_ENDPOINT_URL_STS ?? ctx.env.AWS_ENDPOINT_URL
     if (options.roleArn) {
       const { fromTemporaryCredentials } = await import('@aws-sdk/credential-providers')
-      const stsEndpoint = options.stsEndpoint ?? ctx.env.AWS_ENDPOINT_URL_STS ?? ctx.env.AWS_ENDPOINT_URL
       credentials = fromTemporaryCredentials({
         params: { RoleArn: options.roleArn, RoleSessionName: options.roleSessionName, ...(options.externalId ? { ExternalId: options.externalId } : {}) },
         ...(envKeys ? { masterCredentials: envKeys } : {}),
@@ -89,6 +91,22 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
     }
     const client = new SecretsManagerClient(config)
     const identity = options.roleArn ? `assumed role ${options.roleArn}` : undefined
+
+    /** The caller's ARN from STS (doctor only; the STS client is loaded on first use). */
+    const callerIdentity = async (creds: ResolvedCredentials, signal: AbortSignal): Promise<{ arn?: string; error?: string }> => {
+      const { STSClient, GetCallerIdentityCommand } = await import('@aws-sdk/client-sts')
+      const sts = new STSClient({ region, maxAttempts: 1, credentials: creds, ...(stsEndpoint ? { endpoint: stsEndpoint } : {}), requestHandler: config.requestHandler })
+      try {
+        const out = await sts.send(new GetCallerIdentityCommand({}), { abortSignal: signal })
+        // An ARN is no secret, but it is printed: accept only its documented shape.
+        return typeof out.Arn === 'string' && /^arn:aws[a-z-]*:(iam|sts)::\d{12}:[\w+=,.@/-]{1,512}$/.test(out.Arn) ? { arn: out.Arn } : { error: 'no ARN in the answer' }
+      } catch (err) {
+        const mapped = mapAwsError(err, 'GetCallerIdentity', where)
+        return { error: `${mapped.code} (${mapped.providerCode ?? 'no code'})` }
+      } finally {
+        sts.destroy()
+      }
+    }
 
     return {
       type: 'aws',
@@ -116,21 +134,37 @@ export const awsProvider: ProviderFactory<typeof optionsSchema> = {
         throw new ProviderError('invalid_secret', `${where}: ${what} has neither SecretString nor SecretBinary`)
       },
       async check(signal): Promise<ProviderCheck> {
-        // STS GetCallerIdentity is another service; resolving credentials proves the chain
-        // (and an assumed role) works without an extra call that could show in audits.
+        const aborted = () => Object.assign(new Error('aborted'), { name: 'AbortError' })
+        const resolve = client.config.credentials
+        let creds: ResolvedCredentials
         try {
-          const resolve = client.config.credentials
-          const creds = await raceAbort(() => resolve(), signal, () => Object.assign(new Error('aborted'), { name: 'AbortError' }))
-          const kind = creds.sessionToken ? 'temporary credentials' : 'access key'
-          return {
-            reachable: true,
-            authenticated: true,
-            identity: identity ?? `${kind} ${creds.accessKeyId.slice(0, 4)}…`,
-            detail: `region ${region}${endpoint ? `, endpoint ${new URL(endpoint).origin}` : ''}; credentials resolved (Secrets Manager itself is probed by each credential's fetch)`,
-          }
+          creds = await raceAbort(() => resolve(), signal, aborted)
         } catch (err) {
+          // Nothing was sent to AWS (unless the chain itself called STS or a metadata endpoint).
           const mapped = mapAwsError(err, 'credentials', where)
-          return { reachable: mapped.code !== 'provider_unavailable' && mapped.code !== 'provider_timeout', authenticated: false, detail: mapped.message }
+          return { reachable: mapped.code !== 'provider_unavailable' && mapped.code !== 'provider_timeout', authenticated: false, detail: `${mapped.message}; Secrets Manager not contacted` }
+        }
+        const at = `region ${region}${endpoint ? `, endpoint ${new URL(endpoint).origin}` : ''}`
+        // A signed ListSecrets of one entry proves Secrets Manager answers and accepts the
+        // signature without reading a value; AccessDeniedException (least privilege grants
+        // no list) proves the same, since IAM authenticates before it authorises.
+        try {
+          await client.send(new ListSecretsCommand({ MaxResults: 1 }), { abortSignal: signal })
+        } catch (err) {
+          const mapped = mapAwsError(err, 'ListSecrets', where)
+          if (mapped.providerCode?.startsWith('AccessDeniedException') !== true) {
+            return { reachable: mapped.code !== 'provider_unavailable' && mapped.code !== 'provider_timeout', authenticated: mapped.code !== 'provider_auth_failed' && mapped.code !== 'provider_timeout' && mapped.code !== 'provider_unavailable', detail: `${at}; ${mapped.message}` }
+          }
+        }
+        // Who we are: STS GetCallerIdentity needs no permission. STS is another endpoint (a
+        // private VPC may not reach it), so its failure only loses the name.
+        const who = await callerIdentity(creds, signal)
+        const kind = creds.sessionToken ? 'temporary credentials' : 'access key'
+        return {
+          reachable: true,
+          authenticated: true,
+          identity: who.arn ?? identity ?? `${kind} ${creds.accessKeyId.slice(0, 4)}…`,
+          detail: `${at}; Secrets Manager answered${who.arn ? '' : `; STS GetCallerIdentity failed: ${who.error}`}`,
         }
       },
       async close() {

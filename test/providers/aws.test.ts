@@ -190,7 +190,8 @@ describe('credentials', () => {
     assert.equal(session?.sessionName, 'pipeline-a')
     assert.equal(s.log.at(-1)?.accessKeyId, session?.accessKeyId)
     const c = await r.check!(signal())
-    assert.deepEqual([c.authenticated, c.identity], [true, `assumed role ${ROLE}`])
+    assert.deepEqual([c.reachable, c.authenticated, c.identity], [true, true, 'arn:aws:sts::123456789012:assumed-role/latchkey-reader/pipeline-a'])
+    assert.equal(s.log.filter((l) => l.target === 'sts.GetCallerIdentity').at(-1)?.accessKeyId, session?.accessKeyId, 'STS saw the session key')
   })
 
   test('a role whose trust policy refuses us is provider_auth_failed', async () => {
@@ -207,9 +208,45 @@ describe('credentials', () => {
     await rejectsWith(() => none.fetch('prod/app', { signal: signal() }), 'provider_auth_failed')
   })
 
-  test('check names the access key by its first four characters only', async () => {
-    const c = await p.check!(signal())
+  test('check contacts Secrets Manager (ListSecrets) and names the caller by the ARN STS GetCallerIdentity returns', async () => {
+    const before = { list: s.requestCount('ListSecrets'), who: s.requestCount('GetCallerIdentity') }
+    const c = await provider({ stsEndpoint: s.url }).then((x) => x.check!(signal()))
+    assert.deepEqual([c.reachable, c.authenticated, c.identity], [true, true, 'arn:aws:iam::123456789012:user/latchkey-test'])
+    assert.deepEqual([s.requestCount('ListSecrets') - before.list, s.requestCount('GetCallerIdentity') - before.who], [1, 1])
+    const last = s.log.filter((l) => l.target === 'sts.GetCallerIdentity').at(-1)
+    assert.deepEqual([last?.status, last?.accessKeyId], [200, s.credentials.accessKeyId], 'signed with the configured key and verified')
+    assert.ok(!JSON.stringify(c).includes(s.credentials.accessKeyId))
+  })
+
+  test('check treats a ListSecrets denial (least privilege) as reachable and authenticated', async () => {
+    s.denyList(s.credentials.accessKeyId)
+    const c = await provider({ stsEndpoint: s.url }).then((x) => x.check!(signal()))
+    assert.deepEqual([c.reachable, c.authenticated], [true, true])
+    assert.equal(s.log.filter((l) => l.secretId === 'ListSecrets').at(-1)?.status, 400)
+  })
+
+  test('check reports an unreachable Secrets Manager as unreachable even when the credentials resolve', async () => {
+    const gone = await startAwsServer()
+    const url = gone.url
+    await gone.close()
+    const c = await provider({ endpoint: url, stsEndpoint: s.url }).then((x) => x.check!(signal()))
+    assert.deepEqual([c.reachable, c.authenticated], [false, false])
+    assert.match(c.detail ?? '', /cannot reach Secrets Manager/)
+  })
+
+  test('check reports a key Secrets Manager refuses as reachable but not authenticated', async () => {
+    const c = await provider({ stsEndpoint: s.url }, keysEnv({ accessKeyId: 'AKIAUNKNOWN000000000', secretAccessKey: CANARY_SECRET_KEY })).then((x) => x.check!(signal()))
+    assert.deepEqual([c.reachable, c.authenticated], [true, false])
+    assert.match(c.detail ?? '', /UnrecognizedClientException/)
+  })
+
+  test('check still passes, naming the key by its first four characters, when STS cannot be reached', async () => {
+    const gone = await startAwsServer()
+    const url = gone.url
+    await gone.close()
+    const c = await provider({ stsEndpoint: url }).then((x) => x.check!(signal()))
     assert.deepEqual([c.reachable, c.authenticated, c.identity], [true, true, 'access key AKIA…'])
+    assert.match(c.detail ?? '', /STS GetCallerIdentity failed: provider_unavailable \(ECONNREFUSED\)/)
     assert.ok(!JSON.stringify(c).includes(s.credentials.accessKeyId))
   })
 })

@@ -3,13 +3,15 @@ import { SignatureV4 } from '@smithy/signature-v4'
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { ACCOUNT, handleSts, type StsOptions, type StsSession } from './aws-sts.ts'
 
 /**
  * An AWS Secrets Manager stand-in for tests, speaking the real wire protocol
  * (awsJson1_1): `POST /` with `content-type: application/x-amz-json-1.1` and
  * `x-amz-target: secretsmanager.GetSecretValue`; SigV4 verified by recomputing the
  * signature with `@smithy/signature-v4` over exactly the signed headers and body bytes
- * at the request's `x-amz-date`; AWS's error shapes (`{"__type", "Message"}`, HTTP
+ * at the request's `x-amz-date`; `ListSecrets` (metadata only, as doctor's probe uses it); STS on the
+ * same listener (see `aws-sts.ts`); AWS's error shapes (`{"__type", "Message"}`, HTTP
  * 400 / 500, `x-amzn-ErrorType`, `x-amzn-RequestId`) and an accurate `Date` header.
  */
 
@@ -30,6 +32,8 @@ export interface AwsServerOptions {
    * for: role ARN → required ExternalId (or none). Session keys are then accepted.
    */
   roles?: Record<string, { externalId?: string; durationSeconds?: number }>
+  /** Roles that STS `AssumeRoleWithWebIdentity` (unsigned, as IRSA calls it) hands session credentials for: role ARN → the trusted token. */
+  webIdentityRoles?: Record<string, { token: string }>
 }
 
 export type PathFilter = string | RegExp
@@ -85,15 +89,19 @@ export interface AwsServer {
   throttleNext(n: number, filter?: PathFilter, retryAfterSeconds?: number): void
   /** Drop pending failures and latency: the server is healthy again. */
   recover(): void
-  /** Session credentials issued by AssumeRole, newest last. */
-  readonly sessions: ReadonlyArray<AwsCredentials & { roleArn: string; sessionName: string }>
-  /** Requests served; with a filter, those whose SecretId (or, for STS, `AssumeRole <RoleArn>`) contains / matches it. */
+  /** Session credentials issued by AssumeRole and AssumeRoleWithWebIdentity, newest last. */
+  readonly sessions: ReadonlyArray<StsSession>
+  /** Reads of secret values: ListSecrets by this access key id answer AccessDeniedException (least privilege). */
+  denyList(accessKeyId: string): void
+  /**
+   * Requests served; with a filter, those whose SecretId (for STS `<Action> <RoleArn>`, or
+   * `GetCallerIdentity`; for ListSecrets `ListSecrets`) contains / matches it.
+   */
   requestCount(filter?: PathFilter): number
   readonly log: ReadonlyArray<{ target: string; secretId: string; accessKeyId: string | undefined; status: number }>
   close(): Promise<void>
 }
 
-const ACCOUNT = '123456789012'
 const RAND6 = () => randomUUID().replace(/-/g, '').slice(0, 6)
 
 function matches(filter: PathFilter | undefined, s: string): boolean {
@@ -105,10 +113,6 @@ const ERROR_MESSAGES: Record<string, string> = {
   InternalServiceError: 'An error occurred on the server side.',
   ThrottlingException: 'Rate exceeded',
   ServiceUnavailable: 'Service Unavailable',
-}
-
-function xmlEscape(s: string): string {
-  return s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
 /** `20240102T030405Z` → Date, or undefined. */
@@ -123,7 +127,8 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
   const region = options.region ?? 'eu-west-1'
   const keys = options.credentials ?? [{ accessKeyId: 'AKIATESTLOCAL0000001', secretAccessKey: 'local-secret-key-for-sigv4-tests-000000' }]
   const byKey = new Map<string, AwsCredentials & { expiresAt?: number }>(keys.map((k) => [k.accessKeyId, k]))
-  const sessions: Array<AwsCredentials & { roleArn: string; sessionName: string }> = []
+  const sessions: StsSession[] = []
+  const listDenied = new Set<string>()
   const maxSkew = options.maxSkewMs ?? 5 * 60_000
   const secrets = new Map<string, StoredSecret>()
   const faults: Fault[] = []
@@ -242,7 +247,7 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
 
     if (req.method !== 'POST' || (req.url ?? '/') !== '/') return fail(res, 404, 'UnknownOperationException', 'Unknown operation')
     const ctype = String(req.headers['content-type'] ?? '').split(';')[0]?.trim()
-    if (ctype === 'application/x-www-form-urlencoded') return sts(req, res, body, entry)
+    if (ctype === 'application/x-www-form-urlencoded') return handleSts(stsDeps, req, res, body, entry)
     if (ctype !== 'application/x-amz-json-1.1') {
       // A future SDK speaking another protocol (CBOR) must fail loudly here.
       return fail(res, 400, 'UnsupportedMediaTypeException', `Unsupported content type ${ctype || '(none)'}`)
@@ -272,6 +277,7 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
       return fail(res, fault.status, fault.type, ERROR_MESSAGES[fault.type] ?? 'Injected failure', fault.retryAfter ? { 'retry-after': fault.retryAfter } : {})
     }
 
+    if (target === 'secretsmanager.ListSecrets') return listSecrets(res, input, akid, entry)
     if (target !== 'secretsmanager.GetSecretValue') return fail(res, 400, 'UnknownOperationException', `Operation ${target} is not supported by this test server`)
     const id = input.SecretId
     if (typeof id !== 'string' || id === '' || id.length > 2048) return fail(res, 400, 'InvalidParameterException', 'Invalid SecretId.')
@@ -308,51 +314,30 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
     })
   }
 
-  function stsFail(res: ServerResponse, status: number, type: string, message: string) {
-    const code = type === 'UnrecognizedClientException' ? 'InvalidClientTokenId' : type === 'InvalidSignatureException' ? 'SignatureDoesNotMatch' : type
-    const httpStatus = status === 400 && (code === 'InvalidClientTokenId' || code === 'SignatureDoesNotMatch') ? 403 : status
-    const xml =
-      `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code>` +
-      `<Message>${xmlEscape(message)}</Message></Error><RequestId>${randomUUID()}</RequestId></ErrorResponse>`
-    res.writeHead(httpStatus, { 'content-type': 'text/xml', 'content-length': String(Buffer.byteLength(xml)), 'x-amzn-requestid': randomUUID(), date: new Date().toUTCString() })
-    res.end(xml)
+  const stsDeps = {
+    options: options satisfies StsOptions,
+    authenticate,
+    accept: (creds: AwsCredentials & { expiresAt: number }) => void byKey.set(creds.accessKeyId, creds),
+    sessions,
   }
 
-  /** STS AssumeRole (awsQuery: form-encoded request, XML answer). */
-  async function sts(req: IncomingMessage, res: ServerResponse, body: Buffer, entry: { target: string; secretId: string; accessKeyId: string | undefined }) {
-    const form = new URLSearchParams(body.toString('utf8'))
-    entry.target = `sts.${form.get('Action') ?? ''}`
-    const roleArn = form.get('RoleArn') ?? ''
-    entry.secretId = `AssumeRole ${roleArn}`
-    const akid = await authenticate(req, res, body, 'sts', stsFail)
-    if (!akid) return
-    entry.accessKeyId = akid
-    if (form.get('Action') !== 'AssumeRole' || form.get('Version') !== '2011-06-15') return stsFail(res, 400, 'InvalidAction', 'Could not find operation ' + (form.get('Action') ?? ''))
-    const role = options.roles?.[roleArn]
-    const sessionName = form.get('RoleSessionName') ?? ''
-    if (!role || (role.externalId !== undefined && form.get('ExternalId') !== role.externalId)) {
-      return stsFail(res, 403, 'AccessDenied', `User: arn:aws:iam::${ACCOUNT}:user/test is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`)
+  /** ListSecrets: one page of metadata (never a value), newest first, as the real API pages it. */
+  function listSecrets(res: ServerResponse, input: Record<string, unknown>, akid: string, entry: { secretId: string }) {
+    entry.secretId = 'ListSecrets'
+    if (listDenied.has(akid)) {
+      return fail(res, 400, 'AccessDeniedException', `User: arn:aws:iam::${ACCOUNT}:user/test is not authorized to perform: secretsmanager:ListSecrets because no identity-based policy allows the secretsmanager:ListSecrets action`)
     }
-    if (!/^[\w+=,.@-]{2,64}$/.test(sessionName)) return stsFail(res, 400, 'ValidationError', 'RoleSessionName is invalid')
-    const duration = Number(form.get('DurationSeconds') ?? role.durationSeconds ?? 3600)
-    const creds = {
-      accessKeyId: 'ASIA' + randomUUID().replace(/-/g, '').slice(0, 16).toUpperCase(),
-      secretAccessKey: randomUUID() + randomUUID(),
-      sessionToken: 'FwoGZXIvYXdzE' + randomUUID().replace(/-/g, ''),
-    }
-    const expiresAt = Date.now() + duration * 1000
-    byKey.set(creds.accessKeyId, { ...creds, expiresAt })
-    sessions.push({ ...creds, roleArn, sessionName })
-    const roleName = roleArn.split('/').pop() ?? 'role'
-    const xml =
-      `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>` +
-      `<Credentials><AccessKeyId>${creds.accessKeyId}</AccessKeyId><SecretAccessKey>${creds.secretAccessKey}</SecretAccessKey>` +
-      `<SessionToken>${creds.sessionToken}</SessionToken><Expiration>${new Date(expiresAt).toISOString()}</Expiration></Credentials>` +
-      `<AssumedRoleUser><AssumedRoleId>AROA${RAND6().toUpperCase()}:${xmlEscape(sessionName)}</AssumedRoleId>` +
-      `<Arn>arn:aws:sts::${ACCOUNT}:assumed-role/${xmlEscape(roleName)}/${xmlEscape(sessionName)}</Arn></AssumedRoleUser>` +
-      `</AssumeRoleResult><ResponseMetadata><RequestId>${randomUUID()}</RequestId></ResponseMetadata></AssumeRoleResponse>`
-    res.writeHead(200, { 'content-type': 'text/xml', 'content-length': String(Buffer.byteLength(xml)), 'x-amzn-requestid': randomUUID(), date: new Date().toUTCString() })
-    res.end(xml)
+    const max = input.MaxResults === undefined ? 100 : Number(input.MaxResults)
+    if (!Number.isInteger(max) || max < 1 || max > 100) return fail(res, 400, 'InvalidParameterException', 'MaxResults must be between 1 and 100.')
+    const all = [...secrets.values()].filter((x) => !x.deleted).reverse()
+    const page = all.slice(0, max).map((x) => ({
+      ARN: x.arn,
+      Name: x.name,
+      LastChangedDate: (x.versions.at(-1)?.created ?? Date.now()) / 1000,
+      SecretVersionsToStages: Object.fromEntries(x.versions.filter((v) => v.stages.length > 0).map((v) => [v.versionId, v.stages])),
+      CreatedDate: (x.versions[0]?.created ?? Date.now()) / 1000,
+    }))
+    return send(res, 200, { SecretList: page, ...(all.length > max ? { NextToken: Buffer.from(String(max)).toString('base64') } : {}) })
   }
 
   const server = http.createServer((req, res) => {
@@ -399,6 +384,7 @@ export async function startAwsServer(options: AwsServerOptions = {}): Promise<Aw
     denyAccess: (name, akid) => void get(name).denyKeys.add(akid),
     failDecryption: (name) => void (get(name).kmsFailure = true),
     revokeKey: (akid) => void byKey.delete(akid),
+    denyList: (akid) => void listDenied.add(akid),
     arnOf: (name) => get(name).arn,
     setLatency(ms, filter) {
       latencies.length = 0
