@@ -146,6 +146,26 @@ test('latchkey run serves requests, logs redacted lines, and drains an in-flight
   up.handle((_req, res) => res.end('ok'))
 })
 
+test('latchkey run drains an in-flight request on SIGINT (Ctrl-C) and exits 0', async () => {
+  const file = await writeConfig('run-int.json', goodConfig())
+  const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
+  up.handle((_req, res) => setTimeout(() => res.end('slow int'), 400))
+  const inflight = fetch(`${d.proxyUrl}/api/slow-int`).then(async (r) => ({ status: r.status, text: await r.text() }))
+  await new Promise((r) => setTimeout(r, 100))
+  d.child.kill('SIGINT')
+  const res = await inflight
+  assert.equal(res.status, 200)
+  assert.equal(res.text, 'slow int')
+  const ran = await d.exited
+  assert.equal(ran.code, 0)
+  assert.equal(ran.signal, null, 'exited by itself, not killed by the signal')
+  assert.match(ran.stderr, /SIGINT received, draining/)
+  // Drained: the listener is closed after exit.
+  await assert.rejects(fetch(`${d.proxyUrl}/api/after`))
+  assertNoCanary(d.output(), [CANARY])
+  up.handle((_req, res) => res.end('ok'))
+})
+
 test('env-only mode runs one credential from LATCHKEY_* variables', async () => {
   const d = await startBin(['run'], {
     cwd: dir,
