@@ -1,8 +1,9 @@
-import { spawn, type StdioOptions } from 'node:child_process'
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { constants, tmpdir } from 'node:os'
 import path from 'node:path'
+import { isatty } from 'node:tty'
 import { Command, Option } from 'commander'
 import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
@@ -11,8 +12,14 @@ import type { Interceptor } from '../intercept/interceptor.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
-/** Signals passed on to the command; the command decides when to stop, latchkey follows. */
-const FORWARDED: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP']
+/**
+ * Signals exec handles from its first step to its last, so that clean-up (closing the
+ * listeners, deleting the throw-away CA key) always runs. While the command runs they are
+ * passed on to it: the command decides when to stop, latchkey follows.
+ */
+const HANDLED: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT']
+/** Signals a terminal sends to its whole foreground process group (Ctrl-C, Ctrl-\). */
+const TERMINAL_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGINT', 'SIGQUIT'])
 
 /**
  * Variables that hold provider credentials latchkey itself uses, by provider type. The
@@ -91,7 +98,19 @@ export function execCommand(io: CliIo, setCode: (code: number) => void): Command
     .action(async (cmd: string[], o: { config?: string; intercept: boolean; logLevel: LogLevel }) => setCode(await runExec(io, cmd, o)))
 }
 
-async function runExec(io: CliIo, cmd: string[], o: { config?: string; intercept: boolean; logLevel: LogLevel }): Promise<number> {
+type ExecOptions = { config?: string; intercept: boolean; logLevel: LogLevel }
+
+async function runExec(io: CliIo, cmd: string[], o: ExecOptions): Promise<number> {
+  // Installed before anything exists on disk: from here on, no signal can skip the clean-up.
+  const relay = new SignalRelay()
+  try {
+    return await execWith(relay, io, cmd, o)
+  } finally {
+    relay.dispose()
+  }
+}
+
+async function execWith(relay: SignalRelay, io: CliIo, cmd: string[], o: ExecOptions): Promise<number> {
   const source = findConfig(o.config, io)
   const loaded = loadFrom(source, io)
   if (!loaded.ok) {
@@ -101,8 +120,24 @@ async function runExec(io: CliIo, cmd: string[], o: { config?: string; intercept
   const config = loaded.config
   // Interception with a CA made for this run only, unless the config has its own CA or there is nothing to inject.
   const throwaway = !config.intercept.enabled && o.intercept && Object.keys(config.credentials).length > 0
-  const tempDir = throwaway ? await mkdtemp(path.join(tmpdir(), 'latchkey-exec-')) : undefined
   const intercept = config.intercept.enabled || throwaway
+  let tempDir: string | undefined
+  let interceptor: Interceptor | undefined
+  let interceptorStarting: Promise<Interceptor> | undefined
+  const cleanup = async (daemon?: Daemon) => {
+    // A CA still being written would race the delete below; writing it takes milliseconds.
+    await interceptorStarting?.catch(() => undefined)
+    await Promise.allSettled([interceptor?.close(2000), daemon?.close(2000)])
+    if (tempDir) await rm(tempDir, { recursive: true, force: true, maxRetries: 3 })
+  }
+  const stopped = async (signal: NodeJS.Signals) => {
+    await cleanup()
+    io.stderr.write(`latchkey exec: ${signal} received before the command started; it was not run\n`)
+    return signalExitCode(signal)
+  }
+
+  if (throwaway) tempDir = await mkdtemp(path.join(tmpdir(), 'latchkey-exec-'))
+  if (relay.early) return stopped(relay.early)
   const execConfig: Config = Object.freeze({
     ...config,
     listen: Object.freeze({ host: '127.0.0.1', port: 0 }),
@@ -110,23 +145,27 @@ async function runExec(io: CliIo, cmd: string[], o: { config?: string; intercept
     log: Object.freeze({ level: o.logLevel }),
     intercept: Object.freeze({ ...config.intercept, enabled: intercept, ...(tempDir ? { caDir: path.join(tempDir, 'ca'), publicCaFile: undefined } : {}) }),
   })
-
-  let daemon: Daemon | undefined
-  let interceptor: Interceptor | undefined
-  const cleanup = async () => {
-    await Promise.allSettled([interceptor?.close(2000), daemon?.close(2000)])
-    if (tempDir) await rm(tempDir, { recursive: true, force: true })
+  const starting = startDaemon(
+    { config: execConfig, env: io.env, logStream: io.stderr, processMetrics: false, waitReady: true },
+    // Loaded on use: the X.509 code is not needed by commands that do not intercept.
+    intercept ? { interceptor: (broker, forwarder) => (interceptorStarting = import('../intercept/interceptor.ts').then(async (m) => (interceptor = await m.createInterceptor(broker, forwarder)))) } : {},
+  )
+  // Start-up can wait a long time (prefetch against a slow provider): a signal must not wait for it.
+  const outcome = await Promise.race([starting.then((d) => ({ daemon: d }), (err: unknown) => ({ err })), relay.earlySignal.then((signal) => ({ signal }))])
+  if ('signal' in outcome) {
+    // The start cannot be called off; a daemon that comes up after all is closed at once (and the process exits anyway).
+    starting.then((d) => d.close(0), () => undefined)
+    return stopped(outcome.signal)
   }
-  try {
-    daemon = await startDaemon(
-      { config: execConfig, env: io.env, logStream: io.stderr, processMetrics: false, waitReady: true },
-      // Loaded on use: the X.509 code is not needed by commands that do not intercept.
-      intercept ? { interceptor: async (broker, forwarder) => (interceptor = await (await import('../intercept/interceptor.ts')).createInterceptor(broker, forwarder)) } : {},
-    )
-  } catch (err) {
-    io.stderr.write(`latchkey exec: cannot start latchkey: ${(err as Error).message}\n`)
+  if ('err' in outcome) {
+    io.stderr.write(`latchkey exec: cannot start latchkey: ${(outcome.err as Error).message}\n`)
     await cleanup()
     return 1
+  }
+  const { daemon } = outcome
+  if (relay.early) {
+    await daemon.close(0)
+    return stopped(relay.early)
   }
   const missing = daemon.notReady()
   if (missing.length > 0) io.stderr.write(`latchkey exec: warning: no value yet for ${missing.join(', ')}; requests needing them may fail\n`)
@@ -139,36 +178,111 @@ async function runExec(io: CliIo, cmd: string[], o: { config?: string; intercept
     ca: interceptor ? { certFile: interceptor.caFiles.certFile, bundleFile: interceptor.caFiles.bundleFile } : undefined,
   })
   try {
-    return await runChild(io, cmd, env)
+    return await runChild(io, cmd, env, relay)
   } finally {
-    await cleanup()
+    await cleanup(daemon)
   }
 }
 
 /** Run the command; resolve with its exit code (128 + n for a signal, 127 when it cannot start). */
-function runChild(io: CliIo, cmd: string[], env: Record<string, string>): Promise<number> {
+function runChild(io: CliIo, cmd: string[], env: Record<string, string>, relay: SignalRelay): Promise<number> {
   return new Promise((resolve) => {
     const [file, ...args] = cmd as [string, ...string[]]
     // Our own stdout/stderr are handed over as they are (a terminal stays a terminal); other streams are piped.
     const stdio: StdioOptions = ['inherit', io.stdout === process.stdout ? 'inherit' : 'pipe', io.stderr === process.stderr ? 'inherit' : 'pipe']
+    // Not detached: the command stays in latchkey's process group, so a terminal's Ctrl-C reaches both.
     const child = spawn(file, args, { env, cwd: io.cwd, stdio })
     child.stdout?.pipe(io.stdout, { end: false })
     child.stderr?.pipe(io.stderr, { end: false })
-    // The CLI's entry point owns signals in general; while the command runs they are passed on to it.
-    const forward = (signal: NodeJS.Signals) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
-    }
-    for (const s of FORWARDED) process.on(s, forward)
+    relay.attach(child)
     const done = (code: number) => {
-      for (const s of FORWARDED) process.off(s, forward)
+      relay.detach()
       resolve(code)
     }
     child.once('error', (err: NodeJS.ErrnoException) => {
       io.stderr.write(`latchkey exec: cannot run ${file} (${err.code ?? err.message})\n`)
       done(err.code === 'ENOENT' ? 127 : 126)
     })
-    child.once('close', (code, signal) => done(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1)))
+    child.once('close', (code, signal) => done(signal ? signalExitCode(signal) : (code ?? 1)))
   })
+}
+
+function signalExitCode(signal: NodeJS.Signals): number {
+  return 128 + (constants.signals[signal] ?? 0)
+}
+
+/**
+ * exec's signals, from its first step to its last. Before the command starts, the first
+ * signal stops the start-up (clean-up runs, then exec exits 128 + n). While the command runs,
+ * signals are passed on to it, except SIGINT/SIGQUIT that the terminal has already sent it.
+ * After it exited, signals are ignored while clean-up finishes: the exit code stays the command's.
+ *
+ * The CLI entry leaves signals to `exec` (main.ts); this is the one place exec handles them.
+ */
+class SignalRelay {
+  readonly #first = Promise.withResolvers<NodeJS.Signals>()
+  readonly #handler = (signal: NodeJS.Signals) => this.#receive(signal)
+  #early: NodeJS.Signals | undefined
+  #child: ChildProcess | undefined
+  #exited = false
+
+  constructor() {
+    for (const s of HANDLED) process.on(s, this.#handler)
+  }
+
+  /** The signal received before the command started, if any. */
+  get early(): NodeJS.Signals | undefined {
+    return this.#early
+  }
+
+  /** Resolves with the first signal received before the command started (never, if none). */
+  get earlySignal(): Promise<NodeJS.Signals> {
+    return this.#first.promise
+  }
+
+  attach(child: ChildProcess): void {
+    this.#child = child
+  }
+
+  detach(): void {
+    this.#child = undefined
+    this.#exited = true
+  }
+
+  dispose(): void {
+    for (const s of HANDLED) process.off(s, this.#handler)
+  }
+
+  #receive(signal: NodeJS.Signals): void {
+    const child = this.#child
+    if (child) {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      if (TERMINAL_SIGNALS.has(signal) && terminalDelivered()) return
+      child.kill(signal)
+      return
+    }
+    if (this.#exited || this.#early !== undefined) return
+    this.#early = signal
+    this.#first.resolve(signal)
+  }
+}
+
+/**
+ * Whether the terminal has already sent this SIGINT/SIGQUIT to the command: latchkey's stdin
+ * is a terminal and latchkey's process group (which the command shares) is the terminal's
+ * foreground group. Sending it again would make the command see one Ctrl-C as two.
+ */
+function terminalDelivered(): boolean {
+  if (!isatty(0)) return false
+  try {
+    // After "pid (comm) ": state ppid pgrp session tty_nr tpgid ...
+    const stat = readFileSync('/proc/self/stat', 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fields[2] === fields[5]
+  } catch {
+    // No /proc: on a terminal, latchkey is almost always in the foreground.
+    return true
+  }
 }
 
 function readText(file: string): string | undefined {
