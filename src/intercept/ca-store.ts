@@ -1,5 +1,5 @@
 import { randomBytes, X509Certificate } from 'node:crypto'
-import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { chmod, link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { getCACertificates } from 'node:tls'
 import { ConfigError } from '../errors.ts'
@@ -9,6 +9,13 @@ import { CertificateAuthority } from './certificate-authority.ts'
 const GENERATED_CA_LIFETIME_MS = 2 * 365 * 86_400_000
 /** Warn when the CA has less than this left. */
 const EXPIRY_WARNING_MS = 30 * 86_400_000
+/**
+ * The certificate and the bundle are read by the app, which may run as another user (a
+ * second container sharing the volume). Set explicitly: a mode given at creation passes
+ * through the umask, and under umask 077 it would become 0600 / 0700.
+ */
+const PUBLIC_FILE_MODE = 0o644
+const PUBLIC_DIR_MODE = 0o755
 
 /** The files of one interception CA. */
 export interface CaFiles {
@@ -82,9 +89,11 @@ export function trustBundle(caPem: string): string {
 
 /**
  * Load the interception CA from `caDir`, or create it there. The directory is made mode
- * 0700 when latchkey creates it, the key file 0600; the certificate and the trust bundle are rewritten on every start
- * (also to `publicCaFile` when set), so a deleted or stale public copy heals itself.
- * Problems are `ConfigError`s naming `intercept.caDir` / `intercept.publicCaFile`.
+ * 0700 when latchkey creates it, the key file 0600; the certificate and the trust bundle
+ * (0644, whatever the umask) are rewritten on every start (also to `publicCaFile` when set,
+ * whose directory is made 0755 when latchkey creates it), so a deleted, stale or unreadable
+ * public copy heals itself. Problems are `ConfigError`s naming `intercept.caDir` /
+ * `intercept.publicCaFile`.
  */
 export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
   const files = caFiles(o.caDir)
@@ -125,7 +134,7 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
   let publicFiles: LoadedCa['publicFiles']
   if (o.publicCaFile) {
     publicFiles = { certFile: o.publicCaFile, bundleFile: bundlePathFor(o.publicCaFile) }
-    await mkdir(path.dirname(o.publicCaFile), { recursive: true }).catch(() => undefined)
+    await makePublicDir(path.dirname(o.publicCaFile))
     await writePublic(publicFiles.certFile, ca.certPem, 'intercept.publicCaFile')
     await writePublic(publicFiles.bundleFile, bundle, 'intercept.publicCaFile')
   }
@@ -185,12 +194,36 @@ async function createKeyFile(file: string, content: string): Promise<boolean> {
 async function writePublic(file: string, content: string, at: string): Promise<void> {
   try {
     const current = await readFile(file, 'utf8').catch(() => undefined)
-    if (current === content) return
+    if (current === content) {
+      // The same content, perhaps written under a strict umask by an earlier start.
+      if (((await stat(file)).mode & 0o777) !== PUBLIC_FILE_MODE) await chmod(file, PUBLIC_FILE_MODE)
+      return
+    }
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
-    await writeFile(tmp, content, { mode: 0o644 })
-    await rename(tmp, file)
+    try {
+      await writeFile(tmp, content, { mode: PUBLIC_FILE_MODE })
+      await chmod(tmp, PUBLIC_FILE_MODE)
+      await rename(tmp, file)
+    } finally {
+      await unlink(tmp).catch(() => undefined)
+    }
   } catch (err) {
     throw caError(at, `cannot write ${file} (${codeOf(err)})`)
+  }
+}
+
+/** The directory of `publicCaFile`: each level latchkey creates is 0755; an existing one is left as it is. */
+async function makePublicDir(dir: string): Promise<void> {
+  let first: string | undefined
+  try {
+    first = await mkdir(dir, { recursive: true, mode: PUBLIC_DIR_MODE })
+  } catch {
+    return // the write that follows reports it, naming intercept.publicCaFile
+  }
+  if (first === undefined) return
+  for (let d = dir; ; d = path.dirname(d)) {
+    await chmod(d, PUBLIC_DIR_MODE).catch(() => undefined)
+    if (d === first || path.dirname(d) === d) break
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
@@ -39,6 +39,34 @@ test('a missing CA is created with a 0700 directory, a 0600 key file and a publi
   assert.equal(await readFile(publicCaFile, 'utf8'), cert)
   assert.equal(r.publicFiles?.bundleFile, path.join(dir, 'shared', 'latchkey-ca-bundle.pem'))
   assert.equal(await readFile(r.publicFiles.bundleFile, 'utf8'), bundle)
+})
+
+test('under umask 077 the public certificate and bundle are still 0644 and a public directory latchkey creates is 0755; the key stays 0600 and caDir 0700', async () => {
+  const old = process.umask(0o077)
+  try {
+    const caDir = path.join(dir, 'umask', 'ca')
+    const publicCaFile = path.join(dir, 'umask', 'pub', 'nested', 'latchkey-ca.pem')
+    const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+    const mode = async (p: string) => ((await stat(p)).mode & 0o777).toString(8)
+    assert.equal(await mode(caDir), '700')
+    assert.equal(await mode(r.files.keyFile), '600')
+    for (const f of [r.files.certFile, r.files.bundleFile, publicCaFile, bundlePathFor(publicCaFile)]) assert.equal(await mode(f), '644', f)
+    for (const d of [path.join(dir, 'umask', 'pub'), path.dirname(publicCaFile)]) assert.equal(await mode(d), '755', d)
+    // A copy left unreadable by an earlier start (same content) is fixed too.
+    await chmod(publicCaFile, 0o600)
+    await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+    assert.equal(await mode(publicCaFile), '644')
+  } finally {
+    process.umask(old)
+  }
+})
+
+test('an existing public directory keeps its mode', async () => {
+  const shared = path.join(dir, 'shared-existing')
+  await mkdir(shared, { mode: 0o750 })
+  await chmod(shared, 0o750)
+  await loadOrCreateCa({ caDir: path.join(dir, 'shared-existing-ca'), publicCaFile: path.join(shared, 'ca.pem'), leafTtlMs: DAY })
+  assert.equal((await stat(shared)).mode & 0o777, 0o750)
 })
 
 test('an existing CA is loaded, not replaced, and a deleted public certificate is rewritten', async () => {
