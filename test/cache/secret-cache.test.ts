@@ -25,15 +25,20 @@ function credential(name = 'c', ttlMs = 60_000): CompiledCredential {
   } as unknown as CompiledCredential
 }
 
-function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number } = {}) {
+function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number; staleGraceMs?: number; maxEntries?: number } = {}) {
   let now = 1_000_000
   const values: Array<string | Error> = []
   let calls = 0
   let gate: Promise<void> | undefined
+  const dropped: string[] = []
+  const staleServed: string[] = []
   const cache = new SecretCache({
-    maxEntries: 10,
+    maxEntries: opts.maxEntries ?? 10,
     maxStaleMs: opts.maxStaleMs ?? 30_000,
     bustCooldownMs: opts.bustCooldownMs ?? 10_000,
+    ...(opts.staleGraceMs === undefined ? {} : { staleGraceMs: opts.staleGraceMs }),
+    onDrop: (key) => dropped.push(key),
+    observe: { stale: (name) => staleServed.push(name) },
     refreshAhead: 0.8,
     logger: pino({ level: 'silent' }),
     now: () => now,
@@ -49,6 +54,8 @@ function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number } = {}) {
   return {
     cache,
     values,
+    dropped,
+    staleServed,
     calls: () => calls,
     advance: (ms: number) => (now += ms),
     hold() {
@@ -159,4 +166,79 @@ test('an unrenderable secret fails with the injector error and is not retried pe
   await assert.rejects(s.cache.get(c), (e: LatchkeyError) => e.code === 'header_value_invalid')
   await assert.rejects(s.cache.get(c), (e: LatchkeyError) => e.code === 'header_value_invalid')
   assert.equal(s.calls(), 1)
+})
+
+test('an expired value within maxStale is served once its refresh has taken staleGraceMs; the refresh goes on, shared, and replaces it', async () => {
+  const s = setup({ maxStaleMs: 30_000, staleGraceMs: 30 })
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(61_000) // expired, well within maxStale
+  const release = s.hold() // the provider is slow, not failing
+  const t = performance.now()
+  const during = await Promise.all(Array.from({ length: 5 }, () => s.cache.get(c)))
+  const took = performance.now() - t
+  assert.ok(during.every((r) => r.headerValue === 'Bearer v1' && r.stale), 'the old value, marked stale')
+  assert.ok(took >= 25 && took < 1000, `waited ${Math.round(took)} ms, about the 30 ms grace`)
+  assert.deepEqual(s.staleServed, ['c', 'c', 'c', 'c', 'c'], 'each stale answer is counted')
+  assert.equal(s.calls(), 2, 'one refresh for all of them')
+  release()
+  await new Promise((r) => setImmediate(r))
+  const after = await s.cache.get(c)
+  assert.equal(after.headerValue, 'Bearer v2', 'the background refresh replaced the value')
+  assert.equal(after.stale, false)
+  assert.equal(s.calls(), 2)
+})
+
+test('a refresh that answers within staleGraceMs is waited for: no stale value is served', async () => {
+  const s = setup({ staleGraceMs: 5_000 })
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(61_000)
+  const release = s.hold()
+  const p = s.cache.get(c)
+  setTimeout(release, 20)
+  const r = await p
+  assert.equal(r.headerValue, 'Bearer v2')
+  assert.equal(r.stale, false)
+  assert.deepEqual(s.staleServed, [])
+})
+
+test('past maxStale a slow provider is waited for like a cold miss (the caller bounds the wait)', async () => {
+  const s = setup({ maxStaleMs: 1_000, staleGraceMs: 10 })
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(62_000) // past expiry + maxStale
+  const release = s.hold()
+  let settled = false
+  const p = s.cache.get(c).finally(() => (settled = true))
+  await new Promise((r) => setTimeout(r, 50))
+  assert.equal(settled, false, 'no stale value past maxStale')
+  release()
+  assert.equal((await p).headerValue, 'Bearer v2')
+})
+
+test('a bust does not report its eviction as a drop; a bust whose refetch fails, a clear and an LRU eviction do', async () => {
+  const s = setup({ bustCooldownMs: 0, maxEntries: 2 })
+  s.values.push('old', 'new')
+  const c = credential('c')
+  const first = await s.cache.get(c)
+  assert.equal((await s.cache.bust(c, first.secret))?.headerValue, 'Bearer new')
+  assert.deepEqual(s.dropped, [], 'the refetched value replaced the refused one')
+  s.values.length = 0
+  s.values.push(new ProviderError('provider_unavailable', 'down'))
+  const second = await s.cache.get(c)
+  s.advance(1)
+  assert.equal(await s.cache.bust(c, second.secret), undefined)
+  assert.deepEqual(s.dropped, [c.cacheKey], 'nothing replaced it')
+  s.values.length = 0
+  s.values.push('v')
+  await s.cache.get(credential('a'))
+  await s.cache.get(credential('b'))
+  await s.cache.get(credential('d')) // maxEntries 2: evicts a
+  assert.deepEqual(s.dropped.slice(1), [credential('a').cacheKey])
+  s.cache.clear()
+  assert.deepEqual(s.dropped.slice(2).sort(), [credential('b').cacheKey, credential('d').cacheKey].sort())
 })
