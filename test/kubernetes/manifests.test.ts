@@ -45,12 +45,13 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
         else assert.deepEqual(r, { ok: true }, `${d}: ${o.kind}/${o.metadata.name}`)
       }
     }
-    // Custom resources kubernetes-models has no schema for; checked structurally below.
-    assert.deepEqual([...new Set(noSchema)].sort(), ['cert-manager.io/v1 Certificate', 'cert-manager.io/v1 Issuer'])
+    // cert-manager's Issuer and Certificate validate through @kubernetes-models/cert-manager.
+    assert.deepEqual([...new Set(noSchema)].sort(), [])
+    assert.ok(all('injector/cert-manager').some((o) => o.apiVersion === 'cert-manager.io/v1'), 'the cert-manager objects were among them')
   })
 
   it('no rendered object has a field the OpenAPI types do not define (typos would be dropped silently by the API server)', () => {
-    const objects = LAYOUTS.flatMap((d) => all(d)).filter((o) => o.apiVersion !== 'cert-manager.io/v1')
+    const objects = LAYOUTS.flatMap((d) => all(d))
     assert.deepEqual(unknownFieldProblems(objects), [])
   })
 
@@ -192,21 +193,37 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.equal(find('injector/base', 'PodDisruptionBudget').kind, 'PodDisruptionBudget')
   })
 
-  it('the cert-manager layout issues the serving certificate and injects its CA into the webhook configuration', () => {
+  it('the cert-manager layout signs the serving certificate with its own CA and injects that CA, so a renewal never leaves caBundle behind', async () => {
     const d = 'injector/cert-manager'
-    const cert = find(d, 'Certificate')
-    const issuer = find(d, 'Issuer')
-    const spec = cert.spec as { secretName: string; dnsNames: string[]; issuerRef: { kind: string; name: string }; privateKey: Json }
-    // Structural checks: kubernetes-models has no cert-manager schemas.
-    assert.equal(cert.apiVersion, 'cert-manager.io/v1')
-    assert.deepEqual(spec.issuerRef, { kind: 'Issuer', name: issuer.metadata.name })
-    assert.equal(issuer.metadata.namespace, cert.metadata.namespace)
-    assert.deepEqual(issuer.spec, { selfSigned: {} })
-    assert.ok(spec.dnsNames.includes('latchkey-injector.latchkey-system.svc'), 'the name the API server dials')
+    type Cert = K8sObject & { spec: { secretName: string; isCA?: boolean; dnsNames?: string[]; issuerRef: { kind: string; name: string }; privateKey?: { rotationPolicy?: string }; duration?: string } }
+    const certs = all(d).filter((o) => o.kind === 'Certificate') as Cert[]
+    const issuers = all(d).filter((o) => o.kind === 'Issuer') as (K8sObject & { spec: Json })[]
+    const issuer = (name: string) => issuers.find((i) => i.metadata.name === name) ?? assert.fail(`no Issuer ${name}`)
+    const ca = certs.find((c) => c.spec.isCA === true) ?? assert.fail('no CA Certificate')
+    const serving = certs.find((c) => c.spec.isCA !== true) ?? assert.fail('no serving Certificate')
+    assert.equal(certs.length, 2)
+    // self-signed Issuer -> CA Certificate -> CA Issuer -> serving Certificate
+    assert.deepEqual(issuer(ca.spec.issuerRef.name).spec, { selfSigned: {} })
+    assert.equal(ca.spec.issuerRef.kind, 'Issuer')
+    const caIssuer = issuer(serving.spec.issuerRef.name)
+    assert.deepEqual(caIssuer.spec, { ca: { secretName: ca.spec.secretName } }, 'the serving certificate is signed by the CA, not self-signed')
+    assert.equal(serving.spec.issuerRef.kind, 'Issuer')
+    for (const o of [...certs, ...issuers]) assert.equal(o.metadata.namespace, 'latchkey-system', `${o.kind}/${o.metadata.name}`)
+    // The CA keeps its key on renewal, so serving certificates issued under it stay valid.
+    assert.equal(ca.spec.privateKey?.rotationPolicy, 'Never')
+    assert.ok(serving.spec.dnsNames?.includes('latchkey-injector.latchkey-system.svc'), 'the name the API server dials')
     const dep = find(d, 'Deployment', 'latchkey-injector')
-    assert.ok(podSpecOf(dep).volumes?.some((v) => (v.secret as Json | undefined)?.secretName === spec.secretName), 'the Deployment mounts the issued Secret')
+    assert.ok(podSpecOf(dep).volumes?.some((v) => (v.secret as Json | undefined)?.secretName === serving.spec.secretName), 'the Deployment mounts the serving Secret')
+    assert.ok(!JSON.stringify(podSpecOf(dep)).includes(ca.spec.secretName + '"'), 'the CA key is mounted nowhere')
     const mwc = find(d, 'MutatingWebhookConfiguration')
-    assert.equal(mwc.metadata.annotations?.['cert-manager.io/inject-ca-from'], `${cert.metadata.namespace}/${cert.metadata.name}`)
+    assert.equal(mwc.metadata.annotations?.['cert-manager.io/inject-ca-from'], `${ca.metadata.namespace}/${ca.metadata.name}`, 'caBundle comes from the CA certificate')
+    // The cert-manager schemas are really applied: a bad value fails them.
+    const broken = structuredClone(ca) as Cert
+    ;(broken.spec.privateKey as Json).rotationPolicy = 'Sometimes'
+    assert.equal((await validateObject(broken)).ok, false)
+    const typo = structuredClone(serving) as Cert & { spec: Json }
+    typo.spec.renewbefore = '360h'
+    assert.ok(unknownFieldProblems([typo]).some((p) => p.includes('renewbefore')), 'and an unknown field is reported')
   })
 
   it('a new user’s annotated Job, sent through the injector, becomes a schema-valid pod with latchkey injected', async () => {

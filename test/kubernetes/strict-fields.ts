@@ -4,10 +4,12 @@
  * `readOnlyRootFileSystem` would pass them, and the API server would silently drop it. The
  * package's TypeScript interfaces are generated from the same OpenAPI document, so each
  * object is type-checked as an object literal of its interface: TypeScript's excess-property
- * check reports every unknown field, at any depth, and every type mismatch.
+ * check reports every unknown field, at any depth, and every type mismatch. Each model module
+ * (see `modelModule`) exports `I<Kind>`.
  */
 import path from 'node:path'
 import ts from 'typescript'
+import { modelModule } from './schema.ts'
 
 const HERE = path.dirname(new URL(import.meta.url).pathname)
 
@@ -16,19 +18,13 @@ interface Typed {
   kind: string
 }
 
-/** `kubernetes-models/<group>/<version>/<Kind>` exports `I<Kind>`. */
-function moduleFor(o: Typed): string {
-  const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion]
-  return group === '' ? `kubernetes-models/${version}/${o.kind}` : `kubernetes-models/${group}/${version}/${o.kind}`
-}
-
 /** One message per problem, naming the object; empty when every object type-checks. */
 export function unknownFieldProblems(objects: readonly Typed[]): string[] {
   const file = path.join(HERE, '__strict_fields__.ts')
   const lines: string[] = []
   const names: string[] = []
   objects.forEach((o, i) => {
-    lines.push(`import type { I${o.kind} as T${i} } from ${JSON.stringify(moduleFor(o))}`)
+    lines.push(`import type { I${o.kind} as T${i} } from ${JSON.stringify(modelModule(o.apiVersion, o.kind))}`)
     names.push(`${o.kind}/${(o as { metadata?: { name?: string } }).metadata?.name ?? '?'}`)
   })
   objects.forEach((o, i) => lines.push(`export const o${i}: T${i} = ${JSON.stringify(o)}`))
