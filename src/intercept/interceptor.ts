@@ -153,8 +153,8 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     })
     tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
       if (secured) return // the http server reports and closes
-      const reason = sniRefused !== undefined ? 'sni_mismatch' : !ipLiteral && !tlsSocket.servername ? 'sni_missing' : 'handshake_failed'
-      logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, reason === 'handshake_failed' ? 'TLS handshake inside the tunnel failed (does the client trust the latchkey CA?)' : 'TLS handshake refused: the client must send SNI naming the CONNECT host')
+      const reason = refusalReason(err, sniRefused !== undefined, !ipLiteral && !tlsSocket.servername)
+      logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, REFUSAL_MESSAGES[reason])
       tlsSocket.destroy()
     })
     // The proxy's sockets allow half-open connections, and the TLS socket inherits that: a client
@@ -189,6 +189,24 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
       leaves.clear()
     },
   }
+}
+
+type RefusalReason = 'sni_mismatch' | 'sni_missing' | 'no_alpn_protocol' | 'handshake_failed'
+
+const REFUSAL_MESSAGES: Readonly<Record<RefusalReason, string>> = {
+  sni_mismatch: 'TLS handshake refused: the client must send SNI naming the CONNECT host',
+  sni_missing: 'TLS handshake refused: the client must send SNI naming the CONNECT host',
+  no_alpn_protocol: 'TLS handshake refused: the client requires a protocol other than http/1.1 (h2 only?); latchkey speaks http/1.1 inside tunnels',
+  handshake_failed: 'TLS handshake inside the tunnel failed (does the client trust the latchkey CA?)',
+}
+
+/** Why a handshake inside a tunnel failed, most specific first. */
+function refusalReason(err: NodeJS.ErrnoException, sniRefused: boolean, sniMissing: boolean): RefusalReason {
+  if (sniRefused) return 'sni_mismatch'
+  if (sniMissing) return 'sni_missing'
+  // OpenSSL found no protocol in common with the client's ALPN list (it offered h2 only).
+  if (err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL') return 'no_alpn_protocol'
+  return 'handshake_failed'
 }
 
 /** The path to send upstream, or why the request is refused: its Host (and an absolute URI) must name the tunnel's destination. */

@@ -26,6 +26,9 @@ const CANARY_NEW = 'canary-rot-new-0d4b7f26'
 let dir: string
 let up: Upstream
 let ipUp: Upstream
+/** Bound hosts whose upstream certificate latchkey must refuse: another CA, and the right CA for another name. */
+let untrustedUp: Upstream
+let wrongNameUp: Upstream
 let daemon: Daemon
 let caPem: string
 let interceptor: Interceptor
@@ -39,6 +42,8 @@ before(async () => {
   const cert = await testCa.issue(['localhost', '127.0.0.1'])
   up = await startUpstream(cert)
   ipUp = await startUpstream(cert)
+  untrustedUp = await startUpstream(await (await createTestCa()).issue(['localhost']))
+  wrongNameUp = await startUpstream(await testCa.issue(['other.example']))
   for (const u of [up, ipUp]) {
     u.handle((req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' })
@@ -64,6 +69,8 @@ before(async () => {
         credentials: {
           api: { provider: 'dev', ref: 'TLS_TOKEN', hosts: [`localhost:${up.port}`], inject: { type: 'bearer' } },
           ip: { provider: 'dev', ref: 'IP_TOKEN', hosts: [`127.0.0.1:${ipUp.port}`], inject: { type: 'bearer' } },
+          untrusted: { provider: 'dev', ref: 'TLS_TOKEN', hosts: [`localhost:${untrustedUp.port}`], inject: { type: 'bearer' } },
+          wrongName: { provider: 'dev', ref: 'TLS_TOKEN', hosts: [`localhost:${wrongNameUp.port}`], inject: { type: 'bearer' } },
         },
       },
     },
@@ -76,6 +83,8 @@ after(async () => {
   await daemon?.close(2000)
   await up?.close()
   await ipUp?.close()
+  await untrustedUp?.close()
+  await wrongNameUp?.close()
   await rm(dir, { recursive: true, force: true })
   assertNoCanary(logs.text(), [CANARY, CANARY_IP, CANARY_OLD, CANARY_NEW])
 })
@@ -124,6 +133,16 @@ function exchange(t: tls.TLSSocket, raw: string): Promise<string> {
   })
 }
 
+/** The first log record that matches, waiting for it (bounded: 5 s): latchkey logs after the client already saw the failure. */
+async function waitForRecord(match: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 200; i++) {
+    const found = logs.records().find(match)
+    if (found) return found
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  assert.fail('no matching log record')
+}
+
 test('a handshake with SNI naming the CONNECT host gets a leaf for it, ALPN http/1.1, and the credential is injected', async () => {
   const before = up.received.length
   const h = await handshake(await connect(`localhost:${up.port}`), { servername: 'localhost', ALPNProtocols: ['h2', 'http/1.1'] })
@@ -167,10 +186,37 @@ test('an IP-literal CONNECT without SNI gets a leaf for the IP and its credentia
   assert.match(answer, /"auth":"set"/)
 })
 
-test('a client offering only h2 is refused at the handshake', async () => {
+test('a client offering only h2 is refused at the handshake, logged as no_alpn_protocol (not as a CA problem)', async () => {
   const h = await handshake(await connect(`localhost:${up.port}`), { servername: 'localhost', ALPNProtocols: ['h2'] })
   assert.equal(h.ok, false)
+  const refused = await waitForRecord((l) => l.event === 'intercept_refused' && l.reason === 'no_alpn_protocol')
+  assert.match(String(refused.msg), /http\/1\.1 inside tunnels/)
+  assert.doesNotMatch(String(refused.msg), /trust/)
 })
+
+test('with egress: deny, CONNECT to a host no credential is bound to is refused with 403 egress_denied, even with interception on', async () => {
+  const tunnels = logs.records().filter((l) => l.event === 'intercept_tunnel').length
+  const answer = await rawRequest(daemon.proxyUrl, 'CONNECT unbound.invalid:443 HTTP/1.1\r\nHost: unbound.invalid:443\r\n\r\n')
+  assert.equal(statusOf(answer), 403)
+  assert.match(answer, /x-latchkey-error: egress_denied/i)
+  assert.equal(logs.records().filter((l) => l.event === 'intercept_tunnel').length, tunnels, 'no tunnel was opened')
+})
+
+for (const [what, upstream] of [
+  ['a certificate from a CA latchkey does not trust', () => untrustedUp],
+  ['a certificate for another name', () => wrongNameUp],
+] as const) {
+  test(`inside a tunnel, an upstream with ${what} gets 502 upstream_tls_error and never the credential`, async () => {
+    const u = upstream()
+    const h = await handshake(await connect(`localhost:${u.port}`), { servername: 'localhost' })
+    assert.ok(h.ok, h.ok ? '' : h.error.message)
+    const answer = await exchange(h.socket, `GET /tls-refused HTTP/1.1\r\nHost: localhost:${u.port}\r\nConnection: close\r\n\r\n`)
+    assert.equal(statusOf(answer), 502)
+    assert.match(answer, /x-latchkey-error: upstream_tls_error/i)
+    assert.equal(u.received.length, 0, 'TLS failed before any request (and so any header) was sent')
+    assertNoCanary(answer, [CANARY])
+  })
+}
 
 test('a client that does not trust the latchkey CA fails closed: no fallback to a blind tunnel', async () => {
   const before = up.received.length
