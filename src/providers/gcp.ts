@@ -1,4 +1,5 @@
-import { rootCertificates } from 'node:tls'
+import { isIP } from 'node:net'
+import { connect, rootCertificates } from 'node:tls'
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager'
 import { z } from 'zod'
 import { ProviderError } from '../errors.ts'
@@ -114,6 +115,54 @@ export function verifiedPayload(res: AccessResponse, what: string, where: string
   }
 }
 
+/** The part of a gax stub (a grpc-js Client) the reachability check uses. */
+interface GrpcStub {
+  getChannel(): { getConnectivityState(connect: boolean): number; watchConnectivityState(last: number, deadline: Date, cb: (err?: Error) => void): void }
+}
+
+/** grpc-js `connectivityState`: READY, TRANSIENT_FAILURE, SHUTDOWN. */
+const READY = 2
+const FAILED = new Set([3, 4])
+
+/**
+ * Whether the stub's channel gets READY; the first TRANSIENT_FAILURE (refused, TLS
+ * rejected) answers no at once, where `waitForReady` would keep retrying to its deadline.
+ * Bounded: at most 10 state changes and 10 s.
+ */
+async function channelConnects(stub: GrpcStub, signal: AbortSignal): Promise<boolean> {
+  const channel = stub.getChannel()
+  const deadline = new Date(Date.now() + 10_000)
+  let state = channel.getConnectivityState(true)
+  for (let i = 0; i < 10 && !signal.aborted; i++) {
+    if (state === READY) return true
+    if (FAILED.has(state)) return false
+    const last = state
+    const changed = await new Promise<boolean>((resolve) => channel.watchConnectivityState(last, deadline, (err) => resolve(err === undefined)))
+    if (!changed) return false
+    state = channel.getConnectivityState(false)
+  }
+  return state === READY
+}
+
+/** Whether `host:port` completes a TLS handshake (system roots plus `ca`) before `signal` fires or 10 s pass. */
+function tlsAnswers(host: string, port: number, ca: string | undefined, signal: AbortSignal): Promise<boolean> {
+  const name = host.replace(/^\[|\]$/g, '')
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false)
+    const socket = connect({ host: name, port, ...(isIP(name) ? {} : { servername: name }), ALPNProtocols: ['h2'], ...(ca ? { ca: [...rootCertificates, ca] } : {}), timeout: 10_000 })
+    const done = (ok: boolean) => {
+      signal.removeEventListener('abort', onAbort)
+      socket.destroy()
+      resolve(ok)
+    }
+    const onAbort = () => done(false)
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.once('secureConnect', () => done(true))
+    socket.once('error', () => done(false))
+    socket.once('timeout', () => done(false))
+  })
+}
+
 /**
  * `gcp`: Google Cloud Secret Manager through `@google-cloud/secret-manager` (gRPC).
  *
@@ -215,28 +264,39 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
         return new SecretValue(value, version)
       },
       async check(signal): Promise<ProviderCheck> {
-        const endpoint = `${options.apiEndpoint ?? 'secretmanager.googleapis.com'}:${options.port ?? 443}`
-        let identity: string
-        try {
-          const raced = <T>(p: Promise<T>) =>
-            Promise.race([p, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })), { once: true }))])
-          const token = await raced(client.auth.getAccessToken())
-          if (!token) throw new ProviderError('provider_auth_failed', `${where}: no access token`)
-          const creds = await raced(client.auth.getCredentials()).catch(() => ({}) as { client_email?: string })
-          identity = creds.client_email ?? (keyFilename ? `credentials file ${keyFilename}` : ctx.env.GOOGLE_APPLICATION_CREDENTIALS ? `credentials file ${ctx.env.GOOGLE_APPLICATION_CREDENTIALS}` : 'Application Default Credentials')
-        } catch (err) {
-          const mapped = mapGcpError(err, 'access token', where, signal)
-          return { reachable: false, authenticated: false, detail: mapped.message }
-        }
-        try {
-          // Connecting the channel (TLS included) proves the endpoint answers, without touching a secret.
-          const c = await initialized()
-          const stub = (await c.initialize()) as unknown as { waitForReady(deadline: Date, cb: (err?: Error) => void): void }
-          await new Promise<void>((resolve, reject) => stub.waitForReady(new Date(Date.now() + 10_000), (err) => (err ? reject(err) : resolve())))
-          return { reachable: true, authenticated: true, identity, detail: `endpoint ${endpoint}${project ? `, project ${project}` : ''}` }
-        } catch {
-          return { reachable: false, authenticated: true, identity, detail: `endpoint ${endpoint} is not reachable` }
-        }
+        const host = options.apiEndpoint ?? 'secretmanager.googleapis.com'
+        const port = options.port ?? 443
+        const endpoint = `${host}:${port}`
+        const raced = <T>(p: Promise<T>) =>
+          Promise.race([p, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })), { once: true }))])
+        // The token and the endpoint are probed separately: a token that cannot be had (bad
+        // credentials, an unreachable token endpoint) says nothing about Secret Manager itself.
+        const token = (async (): Promise<{ identity: string } | { error: string }> => {
+          try {
+            const t = await raced(client.auth.getAccessToken())
+            if (!t) return { error: `${where}: the credentials gave no access token` }
+            const creds = await raced(client.auth.getCredentials()).catch(() => ({}) as { client_email?: string })
+            return { identity: creds.client_email ?? (keyFilename ? `credentials file ${keyFilename}` : ctx.env.GOOGLE_APPLICATION_CREDENTIALS ? `credentials file ${ctx.env.GOOGLE_APPLICATION_CREDENTIALS}` : 'Application Default Credentials') }
+          } catch (err) {
+            return { error: mapGcpError(err, 'access token', where, signal).message }
+          }
+        })()
+        const channel = (async (): Promise<boolean> => {
+          let stub: GrpcStub
+          try {
+            stub = (await (await initialized()).initialize()) as unknown as GrpcStub
+          } catch {
+            // No stub without loadable credentials: a TLS handshake still tells whether the endpoint answers.
+            return tlsAnswers(host, port, ca, signal)
+          }
+          // Connecting the channel (TLS included, through any gRPC proxy) proves the endpoint
+          // answers without touching a secret or needing a token.
+          return channelConnects(stub, signal)
+        })()
+        const [auth, reachable] = await Promise.all([token, channel])
+        const at = `endpoint ${endpoint}${project ? `, project ${project}` : ''}`
+        if ('error' in auth) return { reachable, authenticated: false, detail: `${auth.error}; ${at} ${reachable ? 'answers' : 'is not reachable'}` }
+        return { reachable, authenticated: true, identity: auth.identity, detail: reachable ? at : `${at} is not reachable` }
       },
       async close() {
         // close() awaits the stub, which rejects when the channel never came up (bad credentials file).
