@@ -1,8 +1,10 @@
+import type { IncomingMessage } from 'node:http'
 import { Writable } from 'node:stream'
-import type { Config } from '../config/load.ts'
+import type { CompiledCredential, Config } from '../config/load.ts'
 import { createBroker } from '../daemon.ts'
 import { normalizeHost } from '../proxy/host-pattern.ts'
-import { ProviderError } from '../errors.ts'
+import { ERROR_CODES, ProviderError } from '../errors.ts'
+import { isRefusal, TargetResolver, type Resolution } from '../proxy/resolve-target.ts'
 import { fetchWithRetry } from '../cache/fetch-with-retry.ts'
 import type { CliIo } from './io.ts'
 
@@ -46,6 +48,11 @@ export async function doctor(config: Config, io: CliIo, dryRun: string | undefin
   return problems === 0 ? 0 : 1
 }
 
+/**
+ * `--dry-run URL`: ask the proxy's own TargetResolver, with the request a client would send
+ * (absolute form through HTTP_PROXY for http://, CONNECT through HTTPS_PROXY for https://,
+ * origin form for a URL on latchkey's own listener), so the answer is the proxy's answer.
+ */
 function explain(config: Config, raw: string, out: (s: string) => void): number {
   let u: URL
   try {
@@ -61,18 +68,70 @@ function explain(config: Config, raw: string, out: (s: string) => void): number 
   }
   const tls = u.protocol === 'https:'
   const port = u.port ? Number(u.port) : tls ? 443 : 80
-  const broker = createBroker({ config, env: {}, logStream: devNull(), processMetrics: false })
-  const viaForward = tls ? undefined : broker.resolver.match(host, port === 80 ? 443 : port, true)
-  const c = broker.resolver.match(host, port, tls) ?? viaForward
-  if (c) {
-    out(`${u.protocol}//${host}:${port} → credential ${c.name} (${c.injector.headerName}, provider ${c.provider}, pattern ${c.patterns.map((p) => p.source).join(', ')})`)
-    if (!tls && viaForward) out(`  through the forward proxy latchkey connects with TLS to ${host}:${port === 80 ? 443 : port}`)
+  const at = `${u.protocol}//${host}:${port}`
+  const resolver = new TargetResolver(config)
+  if (!tls && host === normalizeHost(config.listen.host) && port === config.listen.port) {
+    return explainTarget(config, at, 'as a route on latchkey\'s listener', resolver.resolve(fakeRequest(u.pathname + u.search, u.host)), out)
+  }
+  if (!tls) return explainTarget(config, at, 'through the forward proxy (HTTP_PROXY)', resolver.resolve(fakeRequest(raw.trim(), u.host)), out, host, port)
+  if (u.username || u.password) {
+    out(`${at} → refused: 400 userinfo_not_allowed (a client sends no userinfo in CONNECT; latchkey never accepts it in a URL)`)
+    return 1
+  }
+  const d = resolver.connect(`${host}:${port}`)
+  if (isRefusal(d)) {
+    if (d.code === 'egress_denied') out(`${at} → no credential is bound to this host; egress: deny (CONNECT would be refused with 403 egress_denied)`)
+    else out(`${at} → CONNECT (HTTPS_PROXY) would be refused: ${ERROR_CODES[d.code].status} ${d.code}: ${d.message}`)
+    if (d.code === 'intercept_disabled' || d.code === 'intercept_port_not_allowed') {
+      // The same destination through the plain forward proxy: latchkey adds TLS itself.
+      const plainUrl = `http://${host}${port === 443 ? '' : `:${port}`}${u.pathname}${u.search}`
+      const alt = resolver.resolve(fakeRequest(plainUrl, `${host}${port === 443 ? '' : `:${port}`}`))
+      if (!isRefusal(alt) && alt.credential) out(`  ${plainUrl} through the forward proxy (HTTP_PROXY) would get credential ${alt.credential.name}; latchkey connects with TLS to ${alt.host}`)
+    }
+    return 1
+  }
+  if (d.kind === 'intercept') {
+    out(`${at} → credential ${credentialLine(d.credential)}`)
+    out('  through CONNECT (HTTPS_PROXY) with TLS interception: the client must trust latchkey\'s CA')
     return 0
   }
-  const sameHost = Object.values(config.credentials).filter((cr) => cr.patterns.some((p) => p.host === host || (p.wildcard && host.endsWith('.' + p.host))))
-  if (sameHost.length > 0) out(`${u.protocol}//${host}:${port} → no credential: ${sameHost.map((s) => s.name).join(', ')} bound to ${host} but not this port/scheme (${sameHost.flatMap((s) => s.patterns.map((p) => p.source)).join(', ')})`)
-  else out(`${u.protocol}//${host}:${port} → no credential is bound to this host; egress: ${config.egress} (${config.egress === 'deny' ? 'the request would be refused with 403 egress_denied' : 'sent without injection'})`)
+  out(`${at} → no credential is bound to this host; egress: passthrough (CONNECT becomes a blind tunnel, sent without injection)`)
   return 1
+}
+
+function explainTarget(config: Config, at: string, how: string, r: Resolution, out: (s: string) => void, host?: string, port?: number): number {
+  if (isRefusal(r)) {
+    if (r.code !== 'egress_denied') {
+      out(`${at} → refused ${how}: ${ERROR_CODES[r.code].status} ${r.code}: ${r.message}`)
+      return 1
+    }
+    out(`${at} → no credential is bound to this host; egress: deny (the request would be refused with 403 egress_denied)`)
+    if (host !== undefined && port !== undefined) hintOtherPorts(config, host, port, out)
+    return 1
+  }
+  if (!r.credential) {
+    out(`${at} → no credential is bound to this destination; egress: ${config.egress} (sent ${how} without injection to ${r.origin})`)
+    return 1
+  }
+  out(`${at} → credential ${credentialLine(r.credential)}`)
+  if (r.origin.startsWith('https:') && !at.startsWith('https:')) out(`  ${how} latchkey connects with TLS to ${r.host}`)
+  else out(`  ${how} latchkey connects to ${r.origin}`)
+  return 0
+}
+
+/** A bound host on another port or scheme is the usual mistake: say which patterns exist. */
+function hintOtherPorts(config: Config, host: string, port: number, out: (s: string) => void): void {
+  const sameHost = Object.values(config.credentials).filter((cr) => cr.patterns.some((p) => p.host === host || (p.wildcard && host.endsWith('.' + p.host))))
+  if (sameHost.length > 0) out(`  ${sameHost.map((s) => s.name).join(', ')} bound to ${host} but not port ${port} (${sameHost.flatMap((s) => s.patterns.map((p) => p.source)).join(', ')})`)
+}
+
+function credentialLine(c: CompiledCredential): string {
+  return `${c.name} (${c.injector.headerName}, provider ${c.provider}, pattern ${c.patterns.map((p) => p.source).join(', ')})`
+}
+
+/** The parts of a request the resolver reads. */
+function fakeRequest(url: string, hostHeader: string): IncomingMessage {
+  return { url, method: 'GET', headers: { host: hostHeader }, rawHeaders: ['Host', hostHeader] } as unknown as IncomingMessage
 }
 
 function describe(err: unknown): string {

@@ -129,6 +129,47 @@ test('latchkey doctor --dry-run says which credential a URL would get, or why no
   assert.match(no.stdout, /no credential is bound/)
 })
 
+test('latchkey doctor --dry-run gives the proxy\'s own answer: userinfo, CONNECT without interception, plain http for insecure, routes', async () => {
+  const config = {
+    ...goodConfig(),
+    listen: '127.0.0.1:18181',
+    credentials: { ...goodConfig().credentials, tls: { provider: 'dev', ref: 'TLS_TOKEN', hosts: ['api.example.com'], inject: { type: 'bearer' } } },
+  }
+  const file = await writeConfig('dry-proxy.json', config)
+  const dry = (url: string, f = file) => runBin(['doctor', '-c', f, '--dry-run', url])
+
+  const userinfo = await dry('http://user:pw@api.example.com/')
+  assert.equal(userinfo.code, 1)
+  assert.match(userinfo.stdout, /400 userinfo_not_allowed/)
+  assert.doesNotMatch(userinfo.stdout, /→ credential/)
+
+  const https = await dry('https://api.example.com/v1?q=1')
+  assert.equal(https.code, 1)
+  assert.match(https.stdout, /CONNECT \(HTTPS_PROXY\) would be refused: 403 intercept_disabled/)
+  assert.match(https.stdout, /http:\/\/api\.example\.com\/v1\?q=1 through the forward proxy \(HTTP_PROXY\) would get credential tls; latchkey connects with TLS to api\.example\.com:443/)
+
+  const intercepted = await dry('https://api.example.com/', await writeConfig('dry-intercept.json', { ...config, intercept: { enabled: true, caDir: path.join(dir, 'ca') } }))
+  assert.equal(intercepted.code, 0, intercepted.stdout)
+  assert.match(intercepted.stdout, /→ credential tls .*\n {2}through CONNECT \(HTTPS_PROXY\) with TLS interception/)
+
+  // An insecure credential on an explicit port: the resolver keeps plain http (it never upgrades an insecure one).
+  const insecure = await dry(`http://127.0.0.1:${up.port}/x`)
+  assert.equal(insecure.code, 0)
+  assert.match(insecure.stdout, new RegExp(`→ credential api .*\\n {2}through the forward proxy \\(HTTP_PROXY\\) latchkey connects to http://127\\.0\\.0\\.1:${up.port}`))
+  assert.doesNotMatch(insecure.stdout, /with TLS/)
+
+  const forward = await dry('http://API.example.com./p')
+  assert.equal(forward.code, 0)
+  assert.match(forward.stdout, /credential tls .*\n {2}through the forward proxy \(HTTP_PROXY\) latchkey connects with TLS to api\.example\.com:443/)
+
+  const route = await dry('http://127.0.0.1:18181/api/x')
+  assert.equal(route.code, 0)
+  assert.match(route.stdout, /credential api .*\n {2}as a route on latchkey's listener latchkey connects to http:\/\/127\.0\.0\.1/)
+  const noRoute = await dry('http://127.0.0.1:18181/nope/x')
+  assert.equal(noRoute.code, 1)
+  assert.match(noRoute.stdout, /404 route_not_found/)
+})
+
 test('latchkey run serves requests, logs redacted lines, and drains an in-flight request on SIGTERM before exiting 0', async () => {
   const file = await writeConfig('run.json', goodConfig())
   const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
