@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startDaemon, type Daemon } from '../../src/daemon.ts'
@@ -24,13 +24,16 @@ export interface InterceptFixture {
   boundUrl(p: string): string
   /** The same server under a name no credential is bound to. */
   unboundUrl(p: string): string
+  /** The bound destination as an `http://` URL: for the plain forward proxy, where latchkey makes the TLS connection. */
+  plainUrl(p: string): string
   /** latchkey's CA certificate (what NODE_EXTRA_CA_CERTS points at). */
   readonly caFile: string
   /** System roots + latchkey's CA (what SSL_CERT_FILE / REQUESTS_CA_BUNDLE / curl --cacert point at). */
   readonly bundleFile: string
-  /** The bundle plus the test upstream's CA: for clients that also reach the upstream through a blind tunnel. */
-  readonly trustFile: string
-  /** The test upstream's CA only. */
+  /**
+   * The test upstream's CA only. A client reaching the unbound name trusts this alone: had
+   * latchkey intercepted that tunnel, the client would see latchkey's leaf and fail.
+   */
   readonly upstreamCaFile: string
   readonly logs: LogCapture
   close(): Promise<void>
@@ -72,8 +75,6 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
   )
   const caFile = path.join(dir, 'ca', 'ca.pem')
   const bundleFile = path.join(dir, 'ca', 'ca-bundle.pem')
-  const trustFile = path.join(dir, 'trust.pem')
-  await writeFile(trustFile, (await readFile(bundleFile, 'utf8')) + testCa.caPem)
   return {
     dir,
     daemon,
@@ -81,9 +82,9 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
     proxyUrl: daemon.proxyUrl,
     boundUrl: (p) => `https://localhost:${upstream.port}${p}`,
     unboundUrl: (p) => `https://127.0.0.1:${upstream.port}${p}`,
+    plainUrl: (p) => `http://localhost:${upstream.port}${p}`,
     caFile,
     bundleFile,
-    trustFile,
     upstreamCaFile,
     logs,
     async close() {

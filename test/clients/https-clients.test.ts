@@ -3,6 +3,10 @@
  * through latchkey's interception: the credential reaches the bound host only. Each client
  * runs as a child process with a minimal environment; NO_PROXY names an unrelated host so
  * requests to localhost / 127.0.0.1 do go through the proxy.
+ *
+ * The unbound name is always reached by a client that trusts only the upstream's own CA:
+ * if latchkey intercepted that tunnel the client would get latchkey's leaf and fail, so a
+ * success proves a blind tunnel (and the tunnel count in the logs does not move).
  */
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
@@ -36,28 +40,54 @@ function parseLines(stdout: string): Array<{ path: string; credential: string }>
   return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l.replace(/^\d{3} /, '')) as { path: string; credential: string })
 }
 
+/** Intercepted tunnels opened so far (one `intercept_tunnel` line each). */
+function tunnels(): number {
+  return f.logs.records().filter((l) => l.event === 'intercept_tunnel').length
+}
+
+/** Run a client against the unbound name; assert it went through a blind tunnel and got no credential. */
+async function assertBlindTunnel(client: () => Promise<RunResult>, path: string): Promise<void> {
+  const opened = tunnels()
+  const r = keep(await client())
+  assert.equal(r.code, 0, `the client trusting only the upstream CA reached it, so latchkey did not intercept: ${r.stderr}`)
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [[path, 'absent']])
+  assert.equal(tunnels(), opened, 'no intercepted tunnel was opened for the unbound name')
+}
+
 const noCurl = curlMissing()
 
 test('curl -x with --cacert on the bundle gets the credential added on the bound host, over one kept-alive tunnel', { skip: noCurl }, async () => {
   const before = f.upstream.received.length
+  const opened = tunnels()
   const r = keep(await run('curl', ['-sS', '--fail', '-x', f.proxyUrl, '--cacert', f.bundleFile, '-w', '\n', f.boundUrl('/curl/one'), f.boundUrl('/curl/two')], { env: baseEnv() }))
   assert.equal(r.code, 0, r.stderr)
   assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/curl/one', 'present'], ['/curl/two', 'present']])
   assert.equal(f.upstream.received.length - before, 2)
-  const tunnels = f.logs.records().filter((l) => l.event === 'intercept_tunnel')
-  assert.ok(tunnels.length >= 1)
+  assert.equal(tunnels() - opened, 1, 'both requests went over one tunnel')
 })
 
-test('curl with HTTPS_PROXY and --cacert gets the credential on the bound host and none through the blind tunnel to another host', { skip: noCurl }, async () => {
-  const r = keep(await run('curl', ['-sS', '--fail', '--cacert', f.trustFile, '-w', '\n', f.boundUrl('/env/bound'), f.unboundUrl('/env/unbound')], { env: proxyEnv() }))
+test('curl with HTTPS_PROXY and --cacert on the bundle gets the credential on the bound host; another host gets a blind tunnel and no credential', { skip: noCurl }, async () => {
+  const r = keep(await run('curl', ['-sS', '--fail', '--cacert', f.bundleFile, f.boundUrl('/env/bound')], { env: proxyEnv() }))
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/env/bound', 'present'], ['/env/unbound', 'absent']])
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/env/bound', 'present']])
+  await assertBlindTunnel(() => run('curl', ['-sS', '--fail', '--cacert', f.upstreamCaFile, f.unboundUrl('/env/unbound')], { env: proxyEnv() }), '/env/unbound')
 })
 
 test('curl with CURL_CA_BUNDLE set to the bundle needs no --cacert', { skip: noCurl }, async () => {
   const r = keep(await run('curl', ['-sS', '--fail', f.boundUrl('/curl/env-bundle')], { env: proxyEnv({ CURL_CA_BUNDLE: f.bundleFile }) }))
   assert.equal(r.code, 0, r.stderr)
   assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
+})
+
+test('curl -x with an http:// URL (plain forward proxy) gets the credential: latchkey makes the TLS connection, the client trusts no CA', { skip: noCurl }, async () => {
+  const before = f.upstream.received.length
+  const opened = tunnels()
+  const r = keep(await run('curl', ['-sS', '--fail', '-x', f.proxyUrl, f.plainUrl('/plain/items')], { env: baseEnv() }))
+  assert.equal(r.code, 0, r.stderr)
+  // The upstream speaks only HTTPS: an answer means latchkey upgraded the request to TLS.
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/plain/items', 'present']])
+  assert.equal(f.upstream.received.length - before, 1)
+  assert.equal(tunnels(), opened, 'no CONNECT tunnel: the absolute-form request went through the plain proxy')
 })
 
 test('curl that does not trust the latchkey CA fails closed and the upstream receives nothing', { skip: noCurl }, async () => {
@@ -83,16 +113,19 @@ for url in sys.argv[1:]:
     print(r.status_code, r.text)
 `
 
-test('Python requests with HTTPS_PROXY and REQUESTS_CA_BUNDLE gets the credential on the bound host only', { skip: noRequests }, async () => {
-  const r = keep(await run('python3', ['-c', PY_REQUESTS, f.boundUrl('/py/requests'), f.unboundUrl('/py/requests-unbound')], { env: proxyEnv({ REQUESTS_CA_BUNDLE: f.trustFile }) }))
+test('Python requests with HTTPS_PROXY and REQUESTS_CA_BUNDLE on the bundle gets the credential on the bound host only', { skip: noRequests }, async () => {
+  const r = keep(await run('python3', ['-c', PY_REQUESTS, f.boundUrl('/py/requests'), f.boundUrl('/py/requests-2')], { env: proxyEnv({ REQUESTS_CA_BUNDLE: f.bundleFile }) }))
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/requests', 'present'], ['/py/requests-unbound', 'absent']])
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/requests', 'present'], ['/py/requests-2', 'present']])
+  await assertBlindTunnel(() => run('python3', ['-c', PY_REQUESTS, f.unboundUrl('/py/requests-unbound')], { env: proxyEnv({ REQUESTS_CA_BUNDLE: f.upstreamCaFile }) }), '/py/requests-unbound')
 })
 
-test('Python requests with REQUESTS_CA_BUNDLE on the bundle alone reaches the bound host', { skip: noRequests }, async () => {
-  const r = keep(await run('python3', ['-c', PY_REQUESTS, f.boundUrl('/py/bundle')], { env: proxyEnv({ REQUESTS_CA_BUNDLE: f.bundleFile }) }))
+test('Python requests with a bound host in NO_PROXY bypasses latchkey: the request goes out without the credential', { skip: noRequests }, async () => {
+  const before = f.upstream.received.length
+  const r = keep(await run('python3', ['-c', PY_REQUESTS, f.boundUrl('/py/no-proxy')], { env: proxyEnv({ NO_PROXY: 'localhost', no_proxy: 'localhost', REQUESTS_CA_BUNDLE: f.upstreamCaFile }) }))
   assert.equal(r.code, 0, r.stderr)
-  assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/no-proxy', 'absent']])
+  assert.equal(f.upstream.received.length - before, 1)
 })
 
 test('Python requests without the CA fails with an SSL error and the upstream receives nothing', { skip: noRequests }, async () => {
@@ -111,16 +144,11 @@ for url in sys.argv[1:]:
         print(r.status, r.read().decode())
 `
 
-test('Python urllib with HTTPS_PROXY and SSL_CERT_FILE gets the credential on the bound host only', { skip: noPython }, async () => {
-  const r = keep(await run('python3', ['-c', PY_URLLIB, f.boundUrl('/py/urllib'), f.unboundUrl('/py/urllib-unbound')], { env: proxyEnv({ SSL_CERT_FILE: f.trustFile }) }))
+test('Python urllib with HTTPS_PROXY and SSL_CERT_FILE on the bundle gets the credential on the bound host only', { skip: noPython }, async () => {
+  const r = keep(await run('python3', ['-c', PY_URLLIB, f.boundUrl('/py/urllib')], { env: proxyEnv({ SSL_CERT_FILE: f.bundleFile }) }))
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/urllib', 'present'], ['/py/urllib-unbound', 'absent']])
-})
-
-test('Python urllib with SSL_CERT_FILE on the bundle alone reaches the bound host', { skip: noPython }, async () => {
-  const r = keep(await run('python3', ['-c', PY_URLLIB, f.boundUrl('/py/urllib-bundle')], { env: proxyEnv({ SSL_CERT_FILE: f.bundleFile }) }))
-  assert.equal(r.code, 0, r.stderr)
-  assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/py/urllib', 'present']])
+  await assertBlindTunnel(() => run('python3', ['-c', PY_URLLIB, f.unboundUrl('/py/urllib-unbound')], { env: proxyEnv({ SSL_CERT_FILE: f.upstreamCaFile }) }), '/py/urllib-unbound')
 })
 
 const NODE_FETCH = `
@@ -130,20 +158,11 @@ for (const url of process.argv.slice(1)) {
 }
 `
 
-test('Node fetch with NODE_USE_ENV_PROXY=1 and NODE_EXTRA_CA_CERTS gets the credential on the bound host only', async () => {
-  // NODE_EXTRA_CA_CERTS adds to Node's store: latchkey's CA for the bound host, the test CA for the blind tunnel.
-  const extra = f.dir + '/node-extra.pem'
-  const { readFile, writeFile } = await import('node:fs/promises')
-  await writeFile(extra, (await readFile(f.caFile, 'utf8')) + (await readFile(f.upstreamCaFile, 'utf8')))
-  const r = keep(await run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.boundUrl('/node/fetch'), f.unboundUrl('/node/fetch-unbound')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: extra }) }))
+test('Node fetch with NODE_USE_ENV_PROXY=1 and NODE_EXTRA_CA_CERTS on the CA certificate gets the credential on the bound host only', async () => {
+  const r = keep(await run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.boundUrl('/node/fetch')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: f.caFile }) }))
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/node/fetch', 'present'], ['/node/fetch-unbound', 'absent']])
-})
-
-test('Node fetch with NODE_EXTRA_CA_CERTS on the CA certificate alone reaches the bound host', async () => {
-  const r = keep(await run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.boundUrl('/node/ca-only')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: f.caFile }) }))
-  assert.equal(r.code, 0, r.stderr)
-  assert.equal(parseLines(r.stdout)[0]?.credential, 'present')
+  assert.deepEqual(parseLines(r.stdout).map((x) => [x.path, x.credential]), [['/node/fetch', 'present']])
+  await assertBlindTunnel(() => run(process.execPath, ['--input-type=module', '-e', NODE_FETCH, f.unboundUrl('/node/fetch-unbound')], { env: proxyEnv({ NODE_USE_ENV_PROXY: '1', NODE_EXTRA_CA_CERTS: f.upstreamCaFile }) }), '/node/fetch-unbound')
 })
 
 test('Node fetch that does not trust the latchkey CA fails and the upstream receives nothing', async () => {
