@@ -13,7 +13,7 @@ export const ERROR_CODES = {
   intercept_disabled: { status: 403, description: 'CONNECT to a host that a credential is bound to, while TLS interception is off; enable `intercept.enabled` or use the plain forward proxy (`http://` URLs) or a route.' },
   intercept_port_not_allowed: { status: 403, description: 'CONNECT to a credentialed host on a port none of its patterns allows.' },
   link_local_denied: { status: 403, description: 'Passthrough to a link-local / cloud metadata address is refused (`upstream.allowLinkLocal`).' },
-  bad_request: { status: 400, description: 'The request could not be parsed or is malformed (includes smuggling attempts such as conflicting Content-Length / Transfer-Encoding).' },
+  bad_request: { status: 400, description: 'The request could not be parsed or is malformed (includes smuggling attempts such as conflicting Content-Length / Transfer-Encoding, and more than one Host header).' },
   host_mismatch: { status: 400, description: 'The absolute request URI and the Host header name different hosts.' },
   userinfo_not_allowed: { status: 400, description: 'The request URI carries userinfo (`user:pass@host`).' },
   invalid_host: { status: 400, description: 'The destination host is missing or not a valid host name / IP literal.' },
