@@ -2,10 +2,12 @@
  * `npm run bench`: measures, in one run, requests/s and p50/p99 latency at fixed
  * concurrency for direct-to-upstream (the baseline), a reverse route and the forward
  * proxy through a latchkey daemon running as a child process via the real bin; then a
- * micro-benchmark of the cache-hit injection path. Prints tables with ratios to the
- * baseline. Everything runs on 127.0.0.1.
+ * micro-benchmark of the cache-hit injection path; then start-to-ready time and RSS per
+ * provider type (`startup.ts`). Prints tables with ratios to the baseline. Everything runs
+ * on 127.0.0.1.
  *
- * Options (env): BENCH_DURATION_MS (default 5000), BENCH_CONCURRENCY (default 32).
+ * Options (env): BENCH_DURATION_MS (default 5000), BENCH_CONCURRENCY (default 32),
+ * BENCH_STARTUP_RUNS (default 5).
  */
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -21,6 +23,7 @@ import { createBroker } from '../src/daemon.ts'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32)
+const STARTUP_RUNS = Number(process.env.BENCH_STARTUP_RUNS ?? 5)
 
 async function startUpstream(): Promise<{ server: http.Server; port: number }> {
   const body = Buffer.from(JSON.stringify({ ok: true, pad: 'x'.repeat(200) }))
@@ -161,6 +164,10 @@ async function main(): Promise<void> {
     process.stdout.write(`\nlatchkey bench — ${DURATION} ms per row, concurrency ${CONCURRENCY}, Node ${process.version}, 127.0.0.1\n\n`)
     process.stdout.write(table(rows, baseline) + interceptRows + '\n\n')
     process.stdout.write('| micro-benchmark (in-process) | ns/op | ops |\n|---|---:|---:|\n' + micro.map((m) => `| ${m.name} | ${m.nsPerOp.toFixed(0)} | ${m.ops} |`).join('\n') + '\n')
+    // Last, so the proxy rows above are not measured next to a burst of SDK start-ups.
+    const { benchStartup, startupTable } = await import('./startup.ts')
+    const startup = await benchStartup({ runs: STARTUP_RUNS })
+    process.stdout.write(`\nstart-up per provider (${STARTUP_RUNS} runs each, real bin against the local protocol servers), ratios to env:\n\n${startupTable(startup)}\n`)
   } finally {
     await lk.stop()
     up.server.close()

@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
+import { request } from 'undici'
+import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
+import { startUpstream } from '../helpers/upstream.ts'
 import { startVaultServer, type VaultServer } from '../servers/vault-server.ts'
 
 // axios (under node-vault) honours proxy variables.
@@ -69,4 +74,56 @@ testBinNoCanary(e2e, 'the real bin at trace level prints no canary, Vault token 
 testNoCanaryInLogs(e2e, 'no canary, Vault token or secret_id appears in any log line', canaries, {
   more: vaultSecrets,
   logged: { text: '"provider":"v"', why: 'provider events were logged' },
+})
+
+test('Kubernetes auth on a non-default mount: the daemon logs in with the pod token, injects, and logs in again after its Vault token is revoked', async () => {
+  const JWT = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpwaXBlbGluZSJ9.canary-e2e-k8s-jwt-sig-61d0'
+  const TOKEN = 'canary-e2e-vault-k8s-token-0c3b'
+  const logs = captureLogs()
+  const dir = await mkdtemp(path.join(tmpdir(), 'latchkey-vault-k8s-'))
+  const ca = await createTestCa()
+  const k8s = await startVaultServer({ tls: await ca.issue(['127.0.0.1']), kubernetes: { role: 'pipeline', jwt: JWT, mount: 'k8s-pods' } })
+  const up = await startUpstream()
+  up.handle((req, res) => {
+    res.writeHead(req.headers.authorization === `Bearer ${TOKEN}` ? 200 : 401)
+    res.end()
+  })
+  let daemon: Daemon | undefined
+  try {
+    k8s.setSecret('secret/app', { token: TOKEN })
+    await writeFile(path.join(dir, 'vault-ca.pem'), ca.caPem)
+    await writeFile(path.join(dir, 'sa-token'), JWT)
+    daemon = await startDaemon({
+      baseDir: dir,
+      env: {},
+      logStream: logs.stream,
+      processMetrics: false,
+      waitReady: true,
+      config: {
+        listen: '127.0.0.1:0',
+        admin: { listen: '127.0.0.1:0' },
+        log: { level: 'trace' },
+        cache: { ttl: '1h', fetchAttempts: 2, fetchTimeout: '2s' },
+        providers: { v: { type: 'vault', address: k8s.url, caFile: './vault-ca.pem', auth: { method: 'kubernetes', role: 'pipeline', jwtFile: './sa-token', mount: 'k8s-pods' } } },
+        credentials: { app: { provider: 'v', ref: 'secret/data/app', field: 'token', hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true } },
+        routes: { up: { upstream: `http://127.0.0.1:${up.port}` } },
+      },
+    })
+    const get = async (p: string) => (await request(`${daemon!.proxyUrl}/up${p}`)).statusCode
+    assert.equal(await get('/k8s'), 200)
+    assert.equal(up.received.at(-1)?.headers.authorization, `Bearer ${TOKEN}`)
+    assert.equal(k8s.requestCount('/v1/auth/k8s-pods/login'), 1)
+    const issued = k8s.lastIssuedToken
+    k8s.revokeToken(issued)
+    daemon.cache.clear()
+    assert.equal(await get('/k8s-after-revoke'), 200)
+    assert.equal(k8s.requestCount('/v1/auth/k8s-pods/login'), 2, 'an invalid token leads to a new login')
+    const tokens = k8s.log.map((l) => l.token).filter((t): t is string => typeof t === 'string')
+    assertNoCanary(logs.lines(), [JWT, TOKEN, k8s.rootToken, ...tokens])
+    logs.records()
+  } finally {
+    await daemon?.close()
+    await Promise.all([k8s.close(), up.close()])
+    await rm(dir, { recursive: true, force: true })
+  }
 })
