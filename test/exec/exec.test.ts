@@ -24,6 +24,7 @@ const CANARY = 'canary-exec-3a8e61f0c9'
 const CANARY_ADMIN = 'canary-admin-token-77b2e9d4c1'
 const CANARY_VAULT = 'canary-vault-token-e4c09a1b'
 const CANARY_AWS = 'canary-aws-secret-5d3f8b27'
+const CANARY_AZURE = 'canary-azure-secret-9e14c6d2'
 
 let dir: string
 let up: Upstream
@@ -51,6 +52,7 @@ before(async () => {
       '  dev: { type: env, prefix: APP_ }',
       '  vault: { type: vault, address: "https://127.0.0.1:1" }',
       '  aws: { type: aws, region: eu-west-1 }',
+      '  azure: { type: azure, vaultUrl: "https://example.vault.azure.net" }',
       'credentials:',
       `  api: { provider: dev, ref: TOKEN, hosts: ["localhost:${up.port}"], inject: { type: bearer } }`,
       '',
@@ -62,12 +64,12 @@ before(async () => {
 after(async () => {
   await up?.close()
   await rm(dir, { recursive: true, force: true })
-  assertNoCanary(outputs, [CANARY, CANARY_ADMIN, CANARY_VAULT, CANARY_AWS])
+  assertNoCanary(outputs, [CANARY, CANARY_ADMIN, CANARY_VAULT, CANARY_AWS, CANARY_AZURE])
 })
 
 /** latchkey's environment: the secrets it reads, and variables the command may keep. */
 function latchkeyEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return baseEnv({ APP_TOKEN: CANARY, LK_ADMIN_TOKEN: CANARY_ADMIN, VAULT_TOKEN: CANARY_VAULT, VAULT_ADDR: 'https://127.0.0.1:1', AWS_SECRET_ACCESS_KEY: CANARY_AWS, AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_REGION: 'eu-west-1', KEEP_ME: 'yes', ...extra })
+  return baseEnv({ APP_TOKEN: CANARY, LK_ADMIN_TOKEN: CANARY_ADMIN, VAULT_TOKEN: CANARY_VAULT, VAULT_ADDR: 'https://127.0.0.1:1', AWS_SECRET_ACCESS_KEY: CANARY_AWS, AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_REGION: 'eu-west-1', AZURE_CLIENT_SECRET: CANARY_AZURE, GOOGLE_APPLICATION_CREDENTIALS: '/var/run/gcp/key.json', KEEP_ME: 'yes', ...extra })
 }
 
 async function exec(args: string[], extra: Record<string, string> = {}): Promise<RunResult> {
@@ -89,8 +91,9 @@ test('the command\'s environment holds the proxy and CA variables and none of th
   const r = await exec(['--', process.execPath, '-e', 'process.stdout.write(JSON.stringify(process.env))'])
   assert.equal(r.code, 0, r.stderr)
   const env = JSON.parse(r.stdout) as Record<string, string>
-  for (const name of ['APP_TOKEN', 'LK_ADMIN_TOKEN', 'VAULT_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID']) assert.equal(env[name], undefined, name)
+  for (const name of ['APP_TOKEN', 'LK_ADMIN_TOKEN', 'VAULT_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID', 'AZURE_CLIENT_SECRET']) assert.equal(env[name], undefined, name)
   assert.equal(env.KEEP_ME, 'yes')
+  assert.equal(env.GOOGLE_APPLICATION_CREDENTIALS, '/var/run/gcp/key.json', 'a path, not a secret')
   assert.equal(env.VAULT_ADDR, 'https://127.0.0.1:1', 'addresses are not secrets')
   assert.equal(env.AWS_REGION, 'eu-west-1')
   assert.match(env.HTTPS_PROXY ?? '', /^http:\/\/127\.0\.0\.1:\d+$/)
@@ -103,7 +106,7 @@ test('the command\'s environment holds the proxy and CA variables and none of th
   assert.match(env.SSL_CERT_FILE ?? '', /ca-bundle\.pem$/)
   assert.match(env.NODE_EXTRA_CA_CERTS ?? '', /ca\.pem$/)
   assert.ok(!existsSync(env.NODE_EXTRA_CA_CERTS as string), 'the throw-away CA is removed when exec ends')
-  assertNoCanary(r.stdout, [CANARY, CANARY_ADMIN, CANARY_VAULT, CANARY_AWS])
+  assertNoCanary(r.stdout, [CANARY, CANARY_ADMIN, CANARY_VAULT, CANARY_AWS, CANARY_AZURE])
 })
 
 test('exec forwards SIGTERM to the command and exits with the command\'s code', async () => {
@@ -184,10 +187,15 @@ test('latchkey ca prints the certificate and the export lines; --env and --pem p
   assert.ok(all.stdout.includes(pem.stdout))
   const env = await run(process.execPath, [BIN, 'ca', '-c', caConfig, '--env'], { env: baseEnv(), cwd: dir })
   const bundle = path.join(dir, 'public', 'latchkey-ca-bundle.pem')
-  assert.match(env.stdout, new RegExp(`^export SSL_CERT_FILE=${bundle}$`, 'm'))
-  assert.match(env.stdout, new RegExp(`^export REQUESTS_CA_BUNDLE=${bundle}$`, 'm'))
-  assert.match(env.stdout, new RegExp(`^export CURL_CA_BUNDLE=${bundle}$`, 'm'))
-  assert.match(env.stdout, new RegExp(`^export NODE_EXTRA_CA_CERTS=${path.join(dir, 'public', 'latchkey-ca.pem')}$`, 'm'))
+  const exportLines = [
+    `export SSL_CERT_FILE=${bundle}`,
+    `export REQUESTS_CA_BUNDLE=${bundle}`,
+    `export CURL_CA_BUNDLE=${bundle}`,
+    `export NODE_EXTRA_CA_CERTS=${path.join(dir, 'public', 'latchkey-ca.pem')}`,
+  ]
+  // The default output and --env carry the same four lines, in this order; --pem carries none.
+  for (const out of [all.stdout, env.stdout]) assert.deepEqual(out.split('\n').filter((l) => l.startsWith('export ')), exportLines)
+  assert.doesNotMatch(pem.stdout, /export /)
   // The --env output is valid shell.
   const sh = await run('sh', ['-c', `${env.stdout}\necho "$REQUESTS_CA_BUNDLE"`], { env: baseEnv() })
   assert.equal(sh.stdout.trim(), bundle)
