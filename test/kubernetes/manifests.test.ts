@@ -26,6 +26,12 @@ type Container = Json & { name: string; image: string; env?: { name: string; val
 type PodSpec = Json & { containers: Container[]; initContainers?: Container[]; volumes?: (Json & { name: string })[]; securityContext?: Json }
 const podSpecOf = (o: K8sObject) => (o.spec as { template: { spec: PodSpec } }).template.spec
 const podTemplates = (d: string) => all(d).filter((o) => o.kind === 'Job' || o.kind === 'Deployment')
+/** The image the injector Deployment injects: `--sidecar-image` falls back to this variable, and no flag is set. */
+function sidecarImage(dep: K8sObject): string {
+  const c = podSpecOf(dep).containers[0] as Container & { args: string[] }
+  assert.ok(!c.args.some((a) => a.startsWith('--sidecar-image')), 'the image is set in one place: the variable')
+  return c.env?.find((e) => e.name === 'LATCHKEY_INJECTOR_SIDECAR_IMAGE')?.value ?? assert.fail('no LATCHKEY_INJECTOR_SIDECAR_IMAGE')
+}
 
 describe('Kubernetes manifests (deploy/kubernetes)', () => {
   it('every layout renders with the kustomize subset', () => {
@@ -188,7 +194,7 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     const dep = find('injector/base', 'Deployment', 'latchkey-injector')
     const c = podSpecOf(dep).containers[0] as Container & { args: string[] }
     assert.equal(c.args[0], 'injector')
-    assert.ok(c.args.includes(`--sidecar-image=${c.image}`), 'the injected sidecar image is the injector image')
+    assert.equal(sidecarImage(dep), c.image, 'the injected sidecar image is the injector image')
     assert.equal((dep.spec as Json).replicas, 2)
     assert.equal(find('injector/base', 'PodDisruptionBudget').kind, 'PodDisruptionBudget')
   })
@@ -230,8 +236,7 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     const job = find('examples/injected-job', 'Job')
     const template = (job.spec as { template: { metadata: Json; spec: PodSpec } }).template
     const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, generateName: 'pipeline-injected-', namespace: 'pipelines' }, spec: template.spec }
-    const injectorArgs = (podSpecOf(find('injector/base', 'Deployment')).containers[0] as unknown as { args: string[] }).args
-    const image = injectorArgs.find((a) => a.startsWith('--sidecar-image='))?.slice('--sidecar-image='.length) ?? assert.fail('no --sidecar-image')
+    const image = sidecarImage(find('injector/base', 'Deployment'))
     const result = reviewAdmission(admissionReview(pod), { ...SIDECAR, image })
     assert.equal(result.outcome, 'injected')
     const patched = applyPatch(pod, JSON.parse(Buffer.from(result.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[])

@@ -1,8 +1,9 @@
 /**
- * Renders the kustomize layout under deploy/kubernetes for the tests. There is no kustomize
- * binary here and no npm package that renders kustomizations, so this applies the SUBSET of
- * kustomize the layout uses, and refuses anything else (so the layout cannot drift outside
- * what is tested):
+ * Renders the kustomize layout under deploy/kubernetes for the tests, without kubectl or a
+ * kustomize binary (neither is an npm package, and a machine running the tests may have
+ * neither). It applies the SUBSET of kustomize the layout uses, and refuses anything else (so
+ * the layout cannot drift outside what is tested). Where kubectl is on PATH,
+ * kustomize-parity.test.ts checks that `kubectl kustomize` renders the same objects.
  *
  * - `resources`: YAML files (multi-document) and directories holding a kustomization.yaml;
  * - `configMapGenerator`: `name`, `files` (`file` or `key=file`), `literals`, `behavior`
@@ -13,7 +14,9 @@
  *   key; `$patch: delete` items; `null` deletes a key) or to a JSON 6902 patch (a list of
  *   operations, `target` required); `target` selects by `kind`, `name`, `namespace` and an
  *   equality `labelSelector`, and a targeted strategic merge patch takes each target's kind
- *   and name, as kustomize does.
+ *   and name, as kustomize does; `patch` holds the same inline instead of `path`;
+ * - `images`: `name` with `newName`, `newTag` and/or `digest`, applied to the `image` of
+ *   every container and init container.
  */
 import { readFileSync, existsSync, statSync } from 'node:fs'
 import path from 'node:path'
@@ -22,7 +25,7 @@ import { applyPatch, type Operation } from './json-patch.ts'
 
 export type K8sObject = Record<string, unknown> & { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> } }
 
-const KUSTOMIZATION_KEYS = new Set(['apiVersion', 'kind', 'resources', 'configMapGenerator', 'generatorOptions', 'patches'])
+const KUSTOMIZATION_KEYS = new Set(['apiVersion', 'kind', 'resources', 'configMapGenerator', 'generatorOptions', 'patches', 'images'])
 
 /** Kubernetes strategic-merge keys for the lists the layout patches. */
 const MERGE_KEYS: Record<string, string> = {
@@ -35,8 +38,8 @@ const MERGE_KEYS: Record<string, string> = {
   webhooks: 'name',
 }
 
-export function readYamlDocuments(file: string): unknown[] {
-  const docs = parseAllDocuments(readFileSync(file, 'utf8'))
+export function readYamlDocuments(file: string, text = readFileSync(file, 'utf8')): unknown[] {
+  const docs = parseAllDocuments(text)
   const out: unknown[] = []
   for (const d of docs) {
     if (d.errors.length > 0) throw new Error(`${file}: ${d.errors[0]?.message}`)
@@ -86,8 +89,9 @@ export function renderKustomization(dir: string): K8sObject[] {
   }
 
   for (const p of (k.patches as Record<string, unknown>[] | undefined) ?? []) {
-    const file = path.resolve(dir, p.path as string)
-    const [patch] = readYamlDocuments(file)
+    if ((p.path === undefined) === (p.patch === undefined)) throw new Error(`${kfile}: a patch needs exactly one of path and patch`)
+    const file = typeof p.path === 'string' ? path.resolve(dir, p.path) : `${kfile} (inline patch)`
+    const [patch] = typeof p.path === 'string' ? readYamlDocuments(file) : readYamlDocuments(file, p.patch as string)
     const target = p.target as Target | undefined
     if (Array.isArray(patch)) {
       if (!target) throw new Error(`${file}: a JSON 6902 patch needs a target`)
@@ -105,7 +109,48 @@ export function renderKustomization(dir: string): K8sObject[] {
       }
     }
   }
+
+  for (const img of (k.images as Record<string, unknown>[] | undefined) ?? []) {
+    if (typeof img.name !== 'string' || Object.keys(img).some((key) => !['name', 'newName', 'newTag', 'digest'].includes(key))) throw new Error(`${kfile}: images entries take name, newName, newTag, digest`)
+    for (const o of objects) setImages(o, img as unknown as ImageRule)
+  }
   return objects
+}
+
+interface ImageRule {
+  name: string
+  newName?: string
+  newTag?: string
+  digest?: string
+}
+
+/** kustomize's image transformer: rewrites every container image whose name (without tag or digest) is rule.name. */
+function setImages(node: unknown, rule: ImageRule): void {
+  if (Array.isArray(node)) return node.forEach((n) => setImages(n, rule))
+  if (!isObject(node)) return
+  for (const [key, v] of Object.entries(node)) {
+    if ((key !== 'containers' && key !== 'initContainers') || !Array.isArray(v)) {
+      setImages(v, rule)
+      continue
+    }
+    for (const c of v) {
+      if (!isObject(c) || typeof c.image !== 'string') continue
+      const ref = parseImage(c.image)
+      if (ref.name !== rule.name) continue
+      const name = rule.newName ?? ref.name
+      if (rule.digest) c.image = `${name}@${rule.digest}`
+      else if (rule.newTag) c.image = `${name}:${rule.newTag}`
+      else c.image = `${name}${ref.tag ? `:${ref.tag}` : ''}${ref.digest ? `@${ref.digest}` : ''}`
+    }
+  }
+}
+
+function parseImage(image: string): { name: string; tag?: string; digest?: string } {
+  const [rest, digest] = image.split('@', 2) as [string, string | undefined]
+  const colon = rest.lastIndexOf(':')
+  // A ':' before the last '/' is a registry port (registry:5000/app), not a tag.
+  const tag = colon > rest.lastIndexOf('/') ? rest.slice(colon + 1) : undefined
+  return { name: tag === undefined ? rest : rest.slice(0, colon), ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) }
 }
 
 interface Target {
