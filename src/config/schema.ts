@@ -63,8 +63,12 @@ export const interceptSchema = z
     enabled: z.boolean().default(false),
     /** Where the CA key (mode 0600) and certificate live; created when missing. */
     caDir: filePath.default('./.latchkey/ca'),
-    /** Lifetime of issued leaf certificates. */
-    leafTtl: duration.default(86_400_000),
+    /**
+     * Lifetime of issued leaf certificates, 5m to 7d. Leaves are backdated a minute and renewed
+     * after 3/4 of it, so a shorter one would be reissued all the time; a longer one keeps a
+     * leaf key (in latchkey's memory) valid for longer than any pod needs.
+     */
+    leafTtl: duration.pipe(z.number().min(300_000, 'leafTtl must be at least 5m').max(604_800_000, 'leafTtl must be at most 7d')).default(86_400_000),
     /** Where to also write the public CA certificate for the app container (e.g. a shared emptyDir). */
     publicCaFile: filePath.optional(),
   })

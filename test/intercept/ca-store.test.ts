@@ -8,6 +8,7 @@ import { rootCertificates } from 'node:tls'
 import { bundlePathFor, loadOrCreateCa } from '../../src/intercept/ca-store.ts'
 import { CertificateAuthority } from '../../src/intercept/certificate-authority.ts'
 import { ConfigError } from '../../src/errors.ts'
+import { validateConfig } from '../../src/config/load.ts'
 import { LeafCache } from '../../src/intercept/leaf-cache.ts'
 
 let dir: string
@@ -146,4 +147,18 @@ test('leaves are issued once per host under concurrency, and renewed in the back
   const after = leaves.issued
   await leaves.get('api.example.com')
   assert.equal(leaves.issued, after + 1, 'an expired leaf is replaced before use')
+})
+
+test('intercept.leafTtl is bounded to 5m..7d, and a value outside is reported with its path', () => {
+  const leafTtl = (v: string) => {
+    const r = validateConfig({ intercept: { enabled: true, leafTtl: v } }, { env: {}, baseDir: dir })
+    return r.ok ? r.config.intercept.leafTtl : r.issues.map((i) => `${i.path}: ${i.message}`).join('; ')
+  }
+  assert.equal(leafTtl('5m'), 300_000)
+  assert.equal(leafTtl('168h'), 7 * DAY)
+  assert.match(String(leafTtl('299s')), /^intercept\.leafTtl: .*at least 5m/)
+  assert.match(String(leafTtl('169h')), /^intercept\.leafTtl: .*at most 7d/)
+  const defaults = validateConfig({}, { env: {}, baseDir: dir })
+  assert.ok(defaults.ok)
+  assert.equal(defaults.config.intercept.leafTtl, DAY)
 })
