@@ -1,4 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import diagnosticsChannel from 'node:diagnostics_channel'
+import type { ClientRequest, IncomingMessage } from 'node:http'
 import { ProviderError, type ProviderErrorCode } from '../errors.ts'
+import { parseRetryAfter } from './retry-after.ts'
 
 /**
  * Map what node-vault (axios underneath) rejects with to a `ProviderError`.
@@ -9,6 +13,51 @@ import { ProviderError, type ProviderErrorCode } from '../errors.ts'
  * the HTTP status (plus a fixed category word from Vault's error text) or the socket
  * error code as `providerCode`, and no `cause`.
  */
+
+/** Longest Retry-After latchkey accepts from Vault (the retry loop's deadline bounds it further). */
+export const VAULT_RETRY_AFTER_CAP_MS = 60_000
+
+/*
+ * node-vault resolves and rejects with the status and body only: response headers are
+ * dropped, Retry-After with them. `withRetryAfter` runs one node-vault call and notes the
+ * Retry-After of each answer to an http(s) request that call makes (node's
+ * `http.client.request.start` channel, matched to the call through an AsyncLocalStorage);
+ * a rejection of the call is then linked to the value, which `mapVaultError` reads.
+ * The channel is subscribed only while a call is in flight, so requests of anything else in
+ * the process cost nothing otherwise (and one store lookup while a Vault call runs).
+ */
+interface Seen {
+  retryAfter: string | undefined
+}
+
+const calls = new AsyncLocalStorage<Seen>()
+const retryAfterOf = new WeakMap<object, string>()
+const REQUEST_START = 'http.client.request.start'
+let inFlight = 0
+
+function onRequestStart(message: unknown): void {
+  const seen = calls.getStore()
+  if (seen === undefined) return
+  const request = (message as { request?: ClientRequest }).request
+  request?.once('response', (res: IncomingMessage) => {
+    const v = res.headers['retry-after']
+    seen.retryAfter = Array.isArray(v) ? v[0] : v
+  })
+}
+
+/** Run one node-vault call; if it rejects after an answer with Retry-After, `mapVaultError` sees that value. */
+export async function withRetryAfter<T>(call: () => Promise<T>): Promise<T> {
+  const seen: Seen = { retryAfter: undefined }
+  if (inFlight++ === 0) diagnosticsChannel.subscribe(REQUEST_START, onRequestStart)
+  try {
+    return await calls.run(seen, call)
+  } catch (err) {
+    if (seen.retryAfter !== undefined && typeof err === 'object' && err !== null) retryAfterOf.set(err, seen.retryAfter)
+    throw err
+  } finally {
+    if (--inFlight === 0) diagnosticsChannel.unsubscribe(REQUEST_START, onRequestStart)
+  }
+}
 
 /** Raised when latchkey's own signal fires before Vault answered. */
 export class VaultAbortedError extends Error {
@@ -93,15 +142,17 @@ export function mapVaultError(err: unknown, phase: VaultPhase, what: string, whe
     })
   }
   const providerCode = c.category ? `${c.status} ${c.category}` : String(c.status)
-  const make = (code: ProviderErrorCode, message: string, retryable?: boolean) =>
+  const make = (code: ProviderErrorCode, message: string, retryable?: boolean, retryAfterMs?: number) =>
     new ProviderError(code, `${where}: ${message} (HTTP ${c.status}${c.category ? `, ${c.category}` : ''})`, {
       providerCode,
       ...(retryable === undefined ? {} : { retryable }),
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
     })
   const auth = phase === 'login' || phase === 'lookup' || phase === 'renew'
   switch (true) {
     case c.status === 429:
-      return make('throttled', `${what}: Vault rate-limited the request`)
+      // Vault sends Retry-After with its rate-limit quotas (when its response headers are on).
+      return make('throttled', `${what}: Vault rate-limited the request`, undefined, parseRetryAfter(typeof err === 'object' && err !== null ? retryAfterOf.get(err) : undefined, VAULT_RETRY_AFTER_CAP_MS))
     case c.status === 412:
       // Vault Enterprise performance standbys: the write has not replicated yet.
       return make('provider_unavailable', `${what}: Vault is not consistent yet`, true)

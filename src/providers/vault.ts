@@ -7,7 +7,7 @@ import { ProviderError } from '../errors.ts'
 import { readCaFile } from './ca-file.ts'
 import type { ProviderCheck, ProviderFactory, SecretProvider } from './provider.ts'
 import { SecretValue } from './secret-value.ts'
-import { isInvalidToken, mapVaultError, vaultStatus } from './vault-errors.ts'
+import { isInvalidToken, mapVaultError, vaultStatus, withRetryAfter } from './vault-errors.ts'
 import { raced, VaultTokenManager, type VaultAuth, type VaultAuthClient } from './vault-token-manager.ts'
 
 const DEFAULT_JWT_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/token'
@@ -161,7 +161,8 @@ export const vaultProvider: ProviderFactory<typeof optionsSchema> = {
     client.pathPrefix = ''
     const tokens = new VaultTokenManager(client, resolved, ctx.env.VAULT_TOKEN, ctx.logger, where)
 
-    const read = (p: string, token: string, signal: AbortSignal) => raced(() => client.read(p, { headers: { 'X-Vault-Token': token } }), signal)
+    // withRetryAfter: node-vault drops response headers; it keeps a 429's Retry-After for mapVaultError.
+    const read = (p: string, token: string, signal: AbortSignal) => raced(() => withRetryAfter(() => client.read(p, { headers: { 'X-Vault-Token': token } })), signal)
 
     return {
       type: 'vault',

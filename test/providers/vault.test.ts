@@ -342,6 +342,7 @@ describe('error mapping', () => {
     await rejectsWith(() => p.fetch('secret/data/app', { signal: signal() }), 'throttled', (e) => {
       assert.equal(e.retryable, true)
       assert.equal(e.providerCode, '429 rate limited')
+      assert.equal(e.retryAfterMs, 1000, "the server's Retry-After: 1, which node-vault does not pass on")
     })
   })
 
