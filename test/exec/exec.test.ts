@@ -78,13 +78,18 @@ async function exec(args: string[], extra: Record<string, string> = {}): Promise
   return r
 }
 
-test('exec exits with the command\'s exit code, and 128+n when the command dies of a signal', async () => {
+test('exec exits with the command\'s exit code, 128+n when the command dies of a signal, 127 / 126 when it cannot be found / run', async () => {
   assert.equal((await exec(['--', 'sh', '-c', 'exit 7'])).code, 7)
   assert.equal((await exec(['--', 'sh', '-c', 'exit 0'])).code, 0)
   assert.equal((await exec(['--', 'sh', '-c', 'kill -TERM $$'])).code, 143)
   const missing = await exec(['--', 'no-such-command-latchkey-test'])
   assert.equal(missing.code, 127)
   assert.match(missing.stderr, /cannot run no-such-command-latchkey-test \(ENOENT\)/)
+  const notExecutable = path.join(dir, 'not-executable.sh')
+  await writeFile(notExecutable, '#!/bin/sh\necho ran\n', { mode: 0o644 })
+  const denied = await exec(['--', notExecutable])
+  assert.equal(denied.code, 126)
+  assert.match(denied.stderr, /cannot run .*not-executable\.sh \(EACCES\)/)
 })
 
 test('the command\'s environment holds the proxy and CA variables and none of the secrets latchkey reads', async () => {
