@@ -14,7 +14,7 @@ import { renderKustomization, type K8sObject } from './render.ts'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const ROOT = path.join(REPO, 'deploy', 'kubernetes')
-const LAYOUTS = ['base', 'overlays/vault', 'overlays/aws', 'overlays/gcp', 'overlays/azure', 'injector/base', 'injector/cert-manager', 'examples/injected-job']
+const LAYOUTS = ['base', 'overlays/vault', 'overlays/aws', 'overlays/gcp', 'overlays/azure', 'injector/base', 'injector/cert-manager', 'examples/injected-job', 'examples/intercepted-job']
 const README_OVERLAY = 'deploy/kubernetes/injector/local/kustomization.yaml'
 
 /** The YAML block that follows the README line naming the overlay file. */

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { parseConfigText } from '../../src/config/load.ts'
 import { reviewAdmission } from '../../src/injector/admission-review.ts'
 import { readAnnotations } from '../../src/injector/annotations.ts'
-import { sidecarContainer, sidecarVolumes } from '../../src/injector/sidecar.ts'
+import { POD_PATHS, sidecarContainer, sidecarVolumes } from '../../src/injector/sidecar.ts'
 import { SIDECAR, admissionReview } from './fixtures.ts'
 import { applyPatch, type Operation } from './json-patch.ts'
 import { renderKustomization, type K8sObject } from './render.ts'
@@ -14,7 +14,8 @@ import { unknownFieldProblems } from './strict-fields.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'deploy', 'kubernetes')
 const WORKLOADS = ['base', 'overlays/vault', 'overlays/aws', 'overlays/gcp', 'overlays/azure']
-const LAYOUTS = [...WORKLOADS, 'injector/base', 'injector/cert-manager', 'examples/injected-job']
+const EXAMPLES = ['examples/injected-job', 'examples/intercepted-job']
+const LAYOUTS = [...WORKLOADS, 'injector/base', 'injector/cert-manager', ...EXAMPLES]
 const IMAGE = 'ghcr.io/latchkey-dev/latchkey:0.1.0'
 
 const rendered = new Map<string, K8sObject[]>(LAYOUTS.map((d) => [d, renderKustomization(path.join(ROOT, d))]))
@@ -31,6 +32,29 @@ function sidecarImage(dep: K8sObject): string {
   const c = podSpecOf(dep).containers[0] as Container & { args: string[] }
   assert.ok(!c.args.some((a) => a.startsWith('--sidecar-image')), 'the image is set in one place: the variable')
   return c.env?.find((e) => e.name === 'LATCHKEY_INJECTOR_SIDECAR_IMAGE')?.value ?? assert.fail('no LATCHKEY_INJECTOR_SIDECAR_IMAGE')
+}
+
+/** The restricted Pod Security profile (and the baseline rules it includes), plus our own: requests, pinned images, read-only root. */
+function assertRestricted(spec: PodSpec, where: string): void {
+  const pod = spec.securityContext ?? {}
+  for (const f of ['hostNetwork', 'hostPID', 'hostIPC']) assert.notEqual(spec[f], true, `${where}: no ${f}`)
+  assert.ok(!spec.volumes?.some((v) => 'hostPath' in v), `${where}: no hostPath`)
+  for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+    const at = `${where} container ${c.name}`
+    const sc = c.securityContext ?? {}
+    assert.ok(sc.runAsNonRoot === true || (pod.runAsNonRoot === true && sc.runAsNonRoot !== false), `${at}: runAsNonRoot`)
+    assert.notEqual(sc.runAsUser ?? pod.runAsUser, 0, `${at}: not uid 0`)
+    assert.notEqual(sc.privileged, true, `${at}: not privileged`)
+    assert.equal(sc.allowPrivilegeEscalation, false, `${at}: allowPrivilegeEscalation`)
+    const caps = (sc.capabilities ?? {}) as Json
+    assert.deepEqual(caps.drop, ['ALL'], `${at}: drop ALL`)
+    assert.equal(caps.add, undefined, `${at}: no capabilities added`)
+    assert.ok(!((c.ports ?? []) as Json[]).some((p) => p.hostPort !== undefined), `${at}: no hostPort`)
+    assert.equal(((sc.seccompProfile ?? pod.seccompProfile) as Json | undefined)?.type, 'RuntimeDefault', `${at}: seccomp`)
+    assert.equal(sc.readOnlyRootFilesystem, true, `${at}: read-only root filesystem`)
+    assert.ok(c.resources?.requests?.cpu && c.resources.requests.memory, `${at}: resource requests`)
+    assert.match(c.image, /^[^:]+(:[^:/]+)?:(?!latest$)[\w.-]+$/, `${at}: a pinned, non-latest image tag`)
+  }
 }
 
 describe('Kubernetes manifests (deploy/kubernetes)', () => {
@@ -71,16 +95,24 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.ok(problems.some((p) => p.includes("'\"readOnlyRootFileSystem\"' does not exist")), problems.join('\n'))
   })
 
-  it('every embedded latchkey config passes latchkey check, binds the proxy to loopback and the admin listener to the probed port', () => {
-    for (const d of [...WORKLOADS, 'examples/injected-job']) {
-      const cm = find(d, 'ConfigMap', 'latchkey-config')
+  it('every embedded latchkey config passes latchkey check, binds the proxy to loopback and the admin listener to the probed port, and keeps interception state in the pod volumes', () => {
+    const intercepting: string[] = []
+    for (const d of [...WORKLOADS, ...EXAMPLES]) {
+      const cm = find(d, 'ConfigMap')
       const text = (cm.data as Record<string, string>)['latchkey.yaml'] ?? assert.fail(`${d}: no latchkey.yaml`)
       const r = parseConfigText(text, { env: {}, baseDir: '/etc/latchkey', source: `${d}/latchkey.yaml` })
       assert.ok(r.ok, `${d}: ${JSON.stringify(!r.ok && r.issues)}`)
       assert.equal(r.config.listen.host, '127.0.0.1', `${d}: the proxy listener stays on loopback`)
       assert.deepEqual(r.config.admin.listen, { host: '0.0.0.0', port: SIDECAR.adminPort }, `${d}: kubelet probes reach the admin listener`)
       assert.equal(r.config.listen.port, SIDECAR.proxyPort)
+      if (r.config.intercept.enabled) {
+        intercepting.push(d)
+        // The root filesystem is read-only: the CA must go to the emptyDirs the pod mounts.
+        assert.ok(r.config.intercept.caDir.startsWith(`${POD_PATHS.stateDir}/`), `${d}: caDir in the latchkey-only emptyDir`)
+        assert.equal(r.config.intercept.publicCaFile, `${POD_PATHS.sharedDir}/ca.pem`, `${d}: the public CA where the app's CA variables point`)
+      }
     }
+    assert.deepEqual(intercepting, ['examples/intercepted-job'])
   })
 
   it('the Job and the Deployment carry latchkey as a native sidecar identical to what the injector adds', () => {
@@ -97,23 +129,23 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
 
   it('every pod meets the restricted Pod Security profile and requests resources', () => {
     for (const d of [...LAYOUTS]) {
-      for (const o of podTemplates(d)) {
-        const spec = podSpecOf(o)
-        const pod = spec.securityContext ?? {}
-        assert.equal(spec.hostNetwork, undefined)
-        assert.ok(!spec.volumes?.some((v) => 'hostPath' in v), `${d} ${o.kind}: no hostPath`)
-        for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
-          const at = `${d} ${o.kind}/${o.metadata.name} container ${c.name}`
-          const sc = c.securityContext ?? {}
-          assert.ok(sc.runAsNonRoot === true || (pod.runAsNonRoot === true && sc.runAsNonRoot !== false), `${at}: runAsNonRoot`)
-          assert.equal(sc.allowPrivilegeEscalation, false, `${at}: allowPrivilegeEscalation`)
-          assert.deepEqual((sc.capabilities as Json | undefined)?.drop, ['ALL'], `${at}: drop ALL`)
-          assert.equal(((sc.seccompProfile ?? pod.seccompProfile) as Json | undefined)?.type, 'RuntimeDefault', `${at}: seccomp`)
-          assert.equal(sc.readOnlyRootFilesystem, true, `${at}: read-only root filesystem`)
-          assert.ok(c.resources?.requests?.cpu && c.resources.requests.memory, `${at}: resource requests`)
-          assert.match(c.image, /^[^:]+(:[^:/]+)?:(?!latest$)[\w.-]+$/, `${at}: a pinned, non-latest image tag`)
-        }
-      }
+      for (const o of podTemplates(d)) assertRestricted(podSpecOf(o), `${d} ${o.kind}/${o.metadata.name}`)
+    }
+  })
+
+  it('the restricted-profile check is not vacuous: each forbidden setting on a copy of the base Job fails it', () => {
+    const breaks: [string, (spec: PodSpec) => void][] = [
+      ['capabilities added', (s) => ((s.containers[0]?.securityContext?.capabilities as Json).add = ['NET_ADMIN'])],
+      ['privileged', (s) => ((s.containers[0]?.securityContext as Json).privileged = true)],
+      ['hostPort', (s) => (((s.initContainers?.[0] as Json).ports as Json[])[0] = { containerPort: 8182, hostPort: 8182 })],
+      ['hostNetwork', (s) => (s.hostNetwork = true)],
+      ['hostPID', (s) => (s.hostPID = true)],
+      ['uid 0', (s) => ((s.containers[0]?.securityContext as Json).runAsUser = 0)],
+    ]
+    for (const [what, edit] of breaks) {
+      const spec = structuredClone(podSpecOf(find('base', 'Job')))
+      edit(spec)
+      assert.throws(() => assertRestricted(spec, 'copy'), assert.AssertionError, what)
     }
   })
 
@@ -232,26 +264,31 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.ok(unknownFieldProblems([typo]).some((p) => p.includes('renewbefore')), 'and an unknown field is reported')
   })
 
-  it('a new user’s annotated Job, sent through the injector, becomes a schema-valid pod with latchkey injected', async () => {
-    const job = find('examples/injected-job', 'Job')
-    const template = (job.spec as { template: { metadata: Json; spec: PodSpec } }).template
-    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, generateName: 'pipeline-injected-', namespace: 'pipelines' }, spec: template.spec }
-    const image = sidecarImage(find('injector/base', 'Deployment'))
-    const result = reviewAdmission(admissionReview(pod), { ...SIDECAR, image })
-    assert.equal(result.outcome, 'injected')
-    const patched = applyPatch(pod, JSON.parse(Buffer.from(result.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[])
-    assert.deepEqual(await validateObject(patched), { ok: true })
-    assert.deepEqual(unknownFieldProblems([patched]), [])
-    const spec = patched.spec as PodSpec
-    assert.equal(spec.initContainers?.[0]?.name, 'latchkey')
-    assert.equal(spec.initContainers?.[0]?.image, image)
-    assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-config')?.configMap as Json).name, find('examples/injected-job', 'ConfigMap').metadata.name)
-    assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-secret')?.secret as Json).defaultMode, 0o440, 'group-readable through the pod fsGroup')
-    // The injected pod is as locked down as the hand-written ones.
-    for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
-      assert.equal(c.securityContext?.allowPrivilegeEscalation, false, c.name)
-      assert.equal(c.securityContext?.readOnlyRootFilesystem, true, c.name)
-    }
-    assert.equal(Object.fromEntries((spec.containers[0]?.env ?? []).map((e) => [e.name, e.value])).LATCHKEY_URL, 'http://127.0.0.1:8181')
-  })
+  for (const d of EXAMPLES) {
+    it(`the annotated example Job in ${d}, sent through the injector, becomes a schema-valid, restricted pod with latchkey injected`, async () => {
+      const job = find(d, 'Job')
+      const template = (job.spec as { template: { metadata: Json & { annotations: Record<string, string> }; spec: PodSpec } }).template
+      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, generateName: 'pipeline-injected-', namespace: 'pipelines' }, spec: template.spec }
+      const image = sidecarImage(find('injector/base', 'Deployment'))
+      const result = reviewAdmission(admissionReview(pod), { ...SIDECAR, image })
+      assert.equal(result.outcome, 'injected')
+      const patched = applyPatch(pod, JSON.parse(Buffer.from(result.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[])
+      assert.deepEqual(await validateObject(patched), { ok: true })
+      assert.deepEqual(unknownFieldProblems([patched]), [])
+      const spec = patched.spec as PodSpec
+      assert.equal(spec.initContainers?.[0]?.name, 'latchkey')
+      assert.equal(spec.initContainers?.[0]?.image, image)
+      assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-config')?.configMap as Json).name, find(d, 'ConfigMap').metadata.name, 'the annotation names the example’s ConfigMap')
+      assert.equal((spec.volumes?.find((v) => v.name === 'latchkey-secret')?.secret as Json).defaultMode, 0o440, 'group-readable through the pod fsGroup')
+      // The injected pod is as locked down as the hand-written ones.
+      assertRestricted(spec, `${d} injected pod`)
+      const app = spec.containers[0] as Container & { volumeMounts?: { name: string; readOnly?: boolean }[] }
+      const env = Object.fromEntries((app.env ?? []).map((e) => [e.name, e.value]))
+      assert.equal(env.LATCHKEY_URL, 'http://127.0.0.1:8181')
+      const intercept = template.metadata.annotations['latchkey.dev/intercept'] === 'true'
+      assert.equal(env.HTTPS_PROXY, intercept ? 'http://127.0.0.1:8181' : undefined)
+      assert.equal(env.SSL_CERT_FILE, intercept ? `${POD_PATHS.sharedDir}/ca-bundle.pem` : undefined)
+      assert.deepEqual(app.volumeMounts?.find((m) => m.name === 'latchkey-shared')?.readOnly, intercept ? true : undefined, 'the public CA, read-only, only when intercepting')
+    })
+  }
 })
