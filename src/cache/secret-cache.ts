@@ -66,6 +66,8 @@ export interface CacheOptions {
 export class SecretCache {
   readonly #entries: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<Entry>>()
+  /** A fetch that ended throttled with a Retry-After: no provider call for the key before `until`. */
+  readonly #throttled = new Map<string, { until: number; err: ProviderError }>()
   readonly #lastBust = new Map<string, number>()
   readonly #opts: CacheOptions
   readonly #now: () => number
@@ -203,6 +205,7 @@ export class SecretCache {
     if (credential) {
       const had = this.#entries.delete(credential.cacheKey)
       this.#lastBust.delete(credential.cacheKey)
+      this.#throttled.delete(credential.cacheKey)
       if (had) this.#opts.onDrop?.(credential.cacheKey)
       this.#opts.observe?.entries?.(this.#entries.size)
       return had ? 1 : 0
@@ -212,6 +215,7 @@ export class SecretCache {
     this.#entries.clear()
     for (const key of keys) this.#opts.onDrop?.(key)
     this.#lastBust.clear()
+    this.#throttled.clear()
     this.#opts.observe?.entries?.(0)
     return n
   }
@@ -228,6 +232,13 @@ export class SecretCache {
     const key = credential.cacheKey
     const existing = this.#inflight.get(key)
     if (existing) return existing
+    // The retry loop gave up because the service asked for a longer wait than it had: until
+    // then every miss fails at once (stale value or 503) instead of calling again per request.
+    const held = this.#throttled.get(key)
+    if (held !== undefined) {
+      if (this.#now() < held.until) return Promise.reject(held.err)
+      this.#throttled.delete(key)
+    }
     const p = this.#opts
       .fetch(credential)
       .then((secret) => {
@@ -242,6 +253,9 @@ export class SecretCache {
       })
       .catch((err: unknown) => {
         const e = err as ProviderError
+        if (e instanceof ProviderError && e.code === 'throttled' && e.retryAfterMs !== undefined && e.retryAfterMs > 0) {
+          this.#throttled.set(key, { until: this.#now() + e.retryAfterMs, err: e })
+        }
         this.#opts.logger.warn(
           { event: 'provider_error', credential: credential.name, provider: credential.provider, code: e.code, providerCode: e.providerCode, err: e },
           'provider fetch failed',
