@@ -194,7 +194,10 @@ export const azureProvider: ProviderFactory<typeof optionsSchema> = {
           identity = tokenIdentity(token.token) ?? 'an Azure identity (token is not a JWT)'
         } catch (err) {
           const mapped = mapAzureError(err, 'token request', where, signal)
-          return { reachable: mapped.code !== 'provider_unavailable' && mapped.code !== 'provider_timeout', authenticated: false, detail: mapped.message }
+          // The token comes from another endpoint (identity, Entra): its failure says nothing about the vault, so ask the vault itself.
+          if (vaultUrl === undefined) return { reachable: mapped.code !== 'provider_unavailable' && mapped.code !== 'provider_timeout', authenticated: false, detail: `${mapped.message}; no vaultUrl to probe` }
+          const reachable = await vaultAnswers(vaultUrl, ca, signal)
+          return { reachable, authenticated: false, detail: `${mapped.message}; vault ${vaultUrl} ${reachable ? 'answers' : 'is not reachable'}` }
         }
         if (vaultUrl === undefined) return { reachable: true, authenticated: true, identity, detail: 'no vaultUrl: refs are full secret URLs, vault not probed' }
         // Listing one secret's metadata proves the vault answers and accepts the token;
@@ -210,6 +213,25 @@ export const azureProvider: ProviderFactory<typeof optionsSchema> = {
       },
     }
   },
+}
+
+/**
+ * Whether the vault answers an unauthenticated `GET /secrets` with any HTTP status (Key
+ * Vault answers 401 with its challenge), over the same trust as the client (system roots
+ * plus `ca`). Bounded by `signal` and 10 s.
+ */
+async function vaultAnswers(vaultUrl: string, ca: string | undefined, signal: AbortSignal): Promise<boolean> {
+  const { Agent, request } = await import('undici')
+  const dispatcher = new Agent({ connect: { ...(ca ? { ca: [...rootCertificates, ca] } : {}), timeout: 10_000 }, headersTimeout: 10_000 })
+  try {
+    const res = await request(`${vaultUrl}/secrets?api-version=7.5&maxresults=1`, { dispatcher, signal })
+    await res.body.dump()
+    return true
+  } catch {
+    return false
+  } finally {
+    await dispatcher.close()
+  }
 }
 
 function checkVaultUrl(vaultUrl: string, options: AzureOptions, where: string): void {

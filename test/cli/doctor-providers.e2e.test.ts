@@ -109,6 +109,26 @@ test('doctor tells a failed Google token exchange (not authenticated) from an un
   assertNoCanary([r.stdout, r.stderr, down.stdout, down.stderr], secrets())
 })
 
+test('doctor tells a failed Azure token request (not authenticated) from an unreachable vault', async () => {
+  const provider = (vaultUrl: string) => ({ providers: { kv: { type: 'azure', vaultUrl, caFile: './ca.pem', disableChallengeResourceVerification: true } }, credentials: {} })
+  const env = () => ({ IDENTITY_ENDPOINT: kv.identityEndpoint, IDENTITY_HEADER: kv.identityHeader })
+  kv.failTokensNext(50, 400)
+  let r: Ran
+  try {
+    r = await doctor('azure-token', provider(kv.vaultUrl), env())
+  } finally {
+    kv.failTokensNext(0, 400)
+  }
+  assert.equal(r.code, 1, r.stdout + r.stderr)
+  assert.match(r.stdout, /FAIL kv \(azure\): reachable, not authenticated — .*token request.*; vault https:\/\/127\.0\.0\.1:\d+ answers/)
+  const gone = await startGcpServer()
+  const port = gone.port
+  await gone.close()
+  const down = await doctor('azure-down', provider(`https://127.0.0.1:${port}`), { IDENTITY_ENDPOINT: `http://127.0.0.1:${port}/token`, IDENTITY_HEADER: kv.identityHeader })
+  assert.match(down.stdout, /FAIL kv \(azure\): unreachable, not authenticated — .*is not reachable/)
+  assertNoCanary([r.stdout, r.stderr, down.stdout, down.stderr], secrets())
+})
+
 describe('the AWS default credential chain', () => {
   // The region is latchkey's to know (config or AWS_REGION); the chain only supplies credentials.
   const config = () => ({ providers: { aws: { type: 'aws', region: aws.region, endpoint: aws.url } }, credentials: { c: credential('aws', 'prod/app', 'a.example.com') } })
