@@ -20,7 +20,7 @@ export class Metrics {
   readonly denials = new Counter({ name: 'latchkey_denials_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] })
   readonly cacheHits = new Counter({ name: 'latchkey_cache_hits_total', help: 'Secret lookups served from the cache', labelNames: ['credential'] as const, registers: [this.registry] })
   readonly cacheMisses = new Counter({ name: 'latchkey_cache_misses_total', help: 'Secret lookups that waited for a provider fetch', labelNames: ['credential'] as const, registers: [this.registry] })
-  readonly cacheStale = new Counter({ name: 'latchkey_cache_stale_served_total', help: 'Expired values served because the provider failed (within maxStale)', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly cacheStale = new Counter({ name: 'latchkey_cache_stale_served_total', help: 'Expired values served (within maxStale) because the provider failed or was slower than the stale grace', labelNames: ['credential'] as const, registers: [this.registry] })
   readonly cacheEntries = new Gauge({ name: 'latchkey_cache_entries', help: 'Secrets held in the cache', registers: [this.registry] })
   readonly providerFetches = new Counter({ name: 'latchkey_provider_fetches_total', help: 'Provider calls by provider and result code (ok or an error code)', labelNames: ['provider', 'result'] as const, registers: [this.registry] })
   readonly providerLatency = new Histogram({
