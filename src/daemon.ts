@@ -66,7 +66,7 @@ const RETIRED_SCRUB_MIN_MS = 60_000
  * the old value is served: a quarter of the request timeout, at most one second, so the
  * request keeps most of its budget for the upstream.
  */
-export function staleGraceMs(requestTimeoutMs: number): number {
+function staleGraceMs(requestTimeoutMs: number): number {
   return Math.min(1000, Math.floor(requestTimeoutMs / 4))
 }
 
