@@ -8,6 +8,7 @@ import type { ErrorCode } from '../errors.ts'
 import type { Forwarder } from '../proxy/forward.ts'
 import { normalizeHost, splitHostPort } from '../proxy/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
+import { DUPLICATE_HOST, hasDuplicateHost } from '../proxy/resolve-target.ts'
 import { sendError, sendSocketError } from '../proxy/respond.ts'
 import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
@@ -212,6 +213,7 @@ function refusalReason(err: NodeJS.ErrnoException, sniRefused: boolean, sniMissi
 /** The path to send upstream, or why the request is refused: its Host (and an absolute URI) must name the tunnel's destination. */
 function requestPath(req: IncomingMessage, t: Tunnel): string | { code: ErrorCode; message: string } {
   const mismatch = { code: 'host_mismatch' as const, message: `requests inside a tunnel to ${t.host}:${t.port} must carry Host: ${t.port === 443 ? t.host : `${t.host}:${t.port}`}` }
+  if (hasDuplicateHost(req.rawHeaders)) return DUPLICATE_HOST
   if (!sameDestination(req.headers.host, t)) return mismatch
   const url = req.url ?? ''
   if (url.startsWith('/')) return url

@@ -242,6 +242,18 @@ test('a request inside the tunnel whose Host names another destination is refuse
   assert.equal(up.received.length, before)
 })
 
+test('a request inside the tunnel with two Host headers is refused with 400 bad_request and reaches nothing', async () => {
+  const before = up.received.length
+  for (const second of ['other.example', `localhost:${up.port}`]) {
+    const h = await handshake(await connect(`localhost:${up.port}`), { servername: 'localhost' })
+    assert.ok(h.ok)
+    const answer = await exchange(h.socket, `GET / HTTP/1.1\r\nHost: localhost:${up.port}\r\nHost: ${second}\r\nConnection: close\r\n\r\n`)
+    assert.equal(statusOf(answer), 400, second)
+    assert.match(answer, /x-latchkey-error: bad_request/i)
+  }
+  assert.equal(up.received.length, before)
+})
+
 test('CONNECT to a bound host on another port is refused with 403 intercept_port_not_allowed', async () => {
   const answer = await rawRequest(daemon.proxyUrl, `CONNECT localhost:${up.port + 7} HTTP/1.1\r\nHost: localhost:${up.port + 7}\r\n\r\n`)
   assert.equal(statusOf(answer), 403)
