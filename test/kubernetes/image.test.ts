@@ -21,6 +21,7 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { buildDist } from '../../build/build.ts'
+import { DEFAULT_SIDECAR_OPTIONS, sidecarNodeOptions } from '../../src/injector/sidecar.ts'
 import { copyProductionNodeModules } from './production-modules.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -28,6 +29,9 @@ const NOBODY = 65534
 const CANARY_ENV = 'canary-env-secret-7f3a91'
 const CANARY_FILE = 'canary-file-secret-c0ffee42'
 const isRoot = process.getuid?.() === 0
+/** What the pod gives the sidecar: its memory limit and the heap cap derived from it. */
+const LIMIT_MIB = Number(/^(\d+)Mi$/.exec(DEFAULT_SIDECAR_OPTIONS.resources.limits.memory)?.[1])
+const NODE_OPTIONS = sidecarNodeOptions(DEFAULT_SIDECAR_OPTIONS.resources.limits.memory)
 /** Root drops to nobody; anyone else runs as themselves (spawn's uid/gid need CAP_SETUID). */
 const AS = isRoot ? { uid: NOBODY, gid: NOBODY } : {}
 const RUN_UID = isRoot ? NOBODY : (process.getuid?.() ?? -1)
@@ -161,7 +165,7 @@ describe('the image layout: npm run build output on production dependencies only
     const child: ChildProcess = spawn(process.execPath, ['--enable-source-maps', 'dist/cli/latchkey.js', 'run', '-c', path.join(config, 'latchkey.yaml')], {
       cwd: app,
       ...AS,
-      env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production', PIPELINE_TOKEN: CANARY_ENV, NO_PROXY: '127.0.0.1,localhost' },
+      env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production', NODE_OPTIONS, PIPELINE_TOKEN: CANARY_ENV, NO_PROXY: '127.0.0.1,localhost' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
@@ -209,6 +213,26 @@ describe('the image layout: npm run build output on production dependencies only
       assert.equal(seen.at(-1)?.['x-api-key'], CANARY_FILE)
       const rssAfter = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1])
       t.diagnostic(`RSS after two proxied requests ${(rssAfter / 1024).toFixed(1)} MiB`)
+
+      // Sustained load (bounded: 400 rounds of 32 concurrent routed requests). Without the heap
+      // cap V8 collects so lazily that RSS reached about 250 MiB here, at the pod's limit.
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
+      const one = () =>
+        new Promise<void>((resolve, reject) => {
+          http.get(`${proxyUrl}/up/load`, { agent, timeout: 5000 }, (res) => res.resume().on('end', resolve)).on('error', reject)
+        })
+      let peak = 0
+      try {
+        for (let round = 0; round < 400; round++) {
+          await Promise.all(Array.from({ length: 32 }, one))
+          peak = Math.max(peak, Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024)
+        }
+      } finally {
+        agent.destroy()
+      }
+      t.diagnostic(`RSS peak over 12800 routed requests ${peak.toFixed(1)} MiB (limit ${LIMIT_MIB} MiB, ${NODE_OPTIONS})`)
+      assert.ok(peak < (LIMIT_MIB * 7) / 8, `RSS ${peak.toFixed(1)} MiB stays well under the ${LIMIT_MIB} MiB limit`)
+      seen.length = 0
 
       // Interception wrote its CA to the writable dirs only, the key private to the latchkey uid.
       assert.ok(existsSync(path.join(shared, 'ca.pem')) && existsSync(path.join(shared, 'ca-bundle.pem')), 'public CA and bundle in the shared dir')

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { BadAdmissionReview, reviewAdmission, type AdmissionResult } from '../../src/injector/admission-review.ts'
 import { readAnnotations } from '../../src/injector/annotations.ts'
-import { POD_PATHS } from '../../src/injector/sidecar.ts'
+import { POD_PATHS, sidecarNodeOptions } from '../../src/injector/sidecar.ts'
 import { admissionReview, INJECT, pod, SIDECAR, type Pod } from './fixtures.ts'
 import { applyPatch, type Operation } from './json-patch.ts'
 import { validateObject } from './schema.ts'
@@ -66,6 +66,18 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal(patched.metadata.annotations?.['latchkey.dev/status'], 'injected')
     // The app container is otherwise untouched.
     assert.deepEqual(patched.spec.containers[0]?.command, ['python', 'train.py'])
+  })
+
+  it('caps the sidecar heap at 3/8 of its memory limit, following --memory-limit', async () => {
+    assert.equal(sidecarNodeOptions('256Mi'), '--max-old-space-size=96')
+    assert.equal(sidecarNodeOptions('1Gi'), '--max-old-space-size=384')
+    assert.equal(sidecarNodeOptions('512M'), '--max-old-space-size=183')
+    assert.equal(sidecarNodeOptions('64Mi'), '--max-old-space-size=32', 'never below 32 MiB')
+    const r = reviewAdmission(admissionReview(pod(INJECT)), { ...SIDECAR, resources: { ...SIDECAR.resources, limits: { memory: '1Gi' } } })
+    const ops = JSON.parse(Buffer.from(r.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[]
+    const sidecar = ((applyPatch(pod(INJECT), ops).spec.initContainers ?? []) as C[])[0] as C
+    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=384' }])
+    assert.deepEqual(sidecar.resources, { requests: SIDECAR.resources.requests, limits: { memory: '1Gi' } })
   })
 
   it('leaves an already injected pod alone, so injection is idempotent', async () => {
