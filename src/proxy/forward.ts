@@ -58,10 +58,16 @@ export class Forwarder {
       base.push('host', target.hostHeader)
       const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : hasBody(req) ? { replayable: false, body: req } : { replayable: true, body: null }
       const agent = target.passthrough ? this.#o.agents.passthrough : this.#o.agents.credentialed
+      // A client that goes away before the upstream answers must not leave the upstream request
+      // open until requestTimeout (shutdown would wait for it too): its close aborts the request.
+      const abort = new AbortController()
+      res.once('close', () => {
+        if (!res.writableFinished) abort.abort()
+      })
       const send = (value: string | undefined) => {
         const headers = value === undefined || headerName === undefined ? base : [...base, headerName, value]
         const reqBody = body.body === null ? null : Buffer.isBuffer(body.body) ? body.body : body.body === req ? req : Readable.from(body.body)
-        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody })
+        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody, signal: abort.signal })
       }
       if (resolved && credential) this.#o.metrics.injections.inc({ credential: credential.name })
       let upstream = await send(resolved?.headerValue)
@@ -75,13 +81,18 @@ export class Forwarder {
         let fresh: Resolved | undefined
         if (body.replayable) fresh = await this.#within(bust, started, credential.name, target.host)
         else bust.catch(() => undefined)
-        if (fresh) {
+        if (fresh && !abort.signal.aborted) {
           await upstream.body.dump().catch(() => undefined)
           this.#o.metrics.replays.inc({ credential: credential.name })
           this.#o.logger.info({ event: 'replay', credential: credential.name, host: target.host, status: upstream.statusCode }, 'replaying with the refreshed credential')
           outcome = 'replayed'
           upstream = await send(fresh.headerValue)
         }
+      }
+      if (abort.signal.aborted) {
+        // The client left while the refetch was awaited: nobody to answer (logged as client_closed).
+        upstream.body.destroy()
+        throw new Error('client closed')
       }
       status = upstream.statusCode
       res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers))
@@ -151,6 +162,12 @@ export class Forwarder {
  */
 function pipeTo(src: Readable, dst: ServerResponse): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (dst.destroyed) {
+      // The client left while a refetch was awaited: its 'close' has been emitted already.
+      src.destroy()
+      resolve()
+      return
+    }
     src.once('error', (err) => {
       dst.destroy()
       reject(err)
