@@ -81,9 +81,15 @@ export class SecretCache {
     this.#staleGraceMs = opts.staleGraceMs ?? DEFAULT_STALE_GRACE_MS
     this.#entries = new LRUCache<string, Entry>({
       max: opts.maxEntries,
-      // Only eviction is reported here: deletes are ours (bust, clear) and report themselves.
+      // Each entry's lru-cache TTL is its own TTL plus maxStale: past that it can never be
+      // served, so it leaves memory then (an unref'd timer), even if nothing asks for it again.
+      ttlAutopurge: true,
+      perf: { now: this.#now },
+      // Only eviction and expiry are reported here: deletes are ours (bust, clear) and report themselves.
       dispose: (_v, key, reason) => {
-        if (reason === 'evict') opts.onDrop?.(key)
+        if (reason === 'evict' || reason === 'expire') opts.onDrop?.(key)
+        // The size shrinks after dispose returns.
+        if (reason === 'expire') queueMicrotask(() => opts.observe?.entries?.(this.#entries.size))
       },
     })
   }
@@ -246,7 +252,7 @@ export class SecretCache {
         const ttl = credential.ttlMs * (0.9 + 0.2 * this.#random())
         const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, rendered: new Map() }
         this.#opts.onValue?.(credential, secret)
-        this.#entries.set(key, entry)
+        this.#entries.set(key, entry, { ttl: Math.ceil(ttl + this.#opts.maxStaleMs) })
         this.#opts.observe?.entries?.(this.#entries.size)
         this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
         return entry

@@ -258,3 +258,62 @@ test('a fetch that ends throttled with a Retry-After holds further provider call
   assert.equal((await s.cache.get(c)).headerValue, 'Bearer v2')
   assert.equal(s.calls(), 3)
 })
+
+test('each fetched value lives for its TTL with ±10 % jitter: the random draw sets where in that band it expires', async () => {
+  for (const [draw, factor] of [
+    [0, 0.9],
+    [0.999_999, 1.1],
+  ] as const) {
+    let now = 5_000_000
+    const cache = new SecretCache({
+      maxEntries: 10,
+      maxStaleMs: 0,
+      bustCooldownMs: 10_000,
+      refreshAhead: 0.8,
+      logger: pino({ level: 'silent' }),
+      now: () => now,
+      random: () => draw,
+      fetch: async () => new SecretValue('jittered'),
+    })
+    const c = credential('j', 100_000)
+    await cache.prefetch(c)
+    const lifetime = 100_000 * factor
+    now += lifetime - 50
+    assert.equal(cache.holds(c), true, `draw ${draw}: still held just before ${lifetime} ms`)
+    now += 100
+    assert.equal(cache.holds(c), false, `draw ${draw}: expired just after ${lifetime} ms`)
+  }
+})
+
+test('maxEntries bounds the values held: the least recently used one is evicted and reported dropped', async () => {
+  const s = setup({ maxEntries: 2 })
+  s.values.push('v')
+  for (const name of ['a', 'b']) await s.cache.get(credential(name))
+  await s.cache.get(credential('a')) // a is now the most recently used
+  await s.cache.get(credential('c'))
+  assert.equal(s.cache.size, 2)
+  assert.deepEqual(s.dropped, [credential('b').cacheKey])
+  assert.equal(s.cache.holds(credential('a')), true)
+  assert.equal(s.cache.holds(credential('b')), false)
+})
+
+test('a value past TTL + maxStale leaves memory by itself, even when nothing asks for it again', async () => {
+  // The real clock: lru-cache's purge timer is what is under test. Bounded: 40 ms TTL, 40 ms maxStale, at most 3 s.
+  const dropped: string[] = []
+  const cache = new SecretCache({
+    maxEntries: 10,
+    maxStaleMs: 40,
+    bustCooldownMs: 10_000,
+    refreshAhead: 0.8,
+    logger: pino({ level: 'silent' }),
+    onDrop: (key) => dropped.push(key),
+    fetch: async () => new SecretValue('short-lived'),
+  })
+  const c = credential('gone', 40)
+  assert.equal(await cache.prefetch(c), true)
+  assert.equal(cache.size, 1)
+  const deadline = Date.now() + 3_000
+  while (cache.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  assert.equal(cache.size, 0, 'the entry was purged')
+  assert.deepEqual(dropped, [c.cacheKey], 'and reported dropped, so the scrubber retires it')
+})
