@@ -1,4 +1,5 @@
 import { LatchkeyError, ProviderError } from '../errors.ts'
+import { raceAbort } from '../providers/abortable.ts'
 import type { SecretProvider } from '../providers/provider.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
 
@@ -56,12 +57,16 @@ export async function fetchWithRetry(
     const started = performance.now()
     const budget = Math.min(policy.timeoutMs, deadline - clock.now())
     const timeout = new AbortController()
-    // A node timer (not AbortSignal.timeout) so that fake timers drive it in tests.
+    // A node timer (not AbortSignal.timeout) so that fake timers drive it in tests. Unref'd,
+    // like the backoff sleep: a prefetch in the in-process shim must not keep a short script
+    // alive once its own work is done. A request waiting for this fetch is held up by its own
+    // ref'd bound (settleWithin), not by these timers.
     const timer = setTimeout(() => timeout.abort(), Math.max(0, budget))
+    timer.unref()
     const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal
     try {
       // Raced as well as signalled: a provider that ignores its signal still cannot hold us.
-      const value = await untilAborted(() => provider.fetch(ref, { signal: combined, version }), combined)
+      const value = await raceAbort(() => provider.fetch(ref, { signal: combined, version }), combined, abortError)
       observer.onAttempt?.('ok', performance.now() - started)
       return value
     } catch (err) {
@@ -82,17 +87,8 @@ export async function fetchWithRetry(
 }
 
 const ABORTED = Object.freeze(Object.assign(new Error('aborted'), { name: 'AbortError' }))
-
-/** `start()`'s outcome, or a rejection with an AbortError as soon as `signal` fires. */
-function untilAborted<T>(start: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(ABORTED)
-  const p = start()
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(ABORTED)
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
-}
+/** toProviderError maps it to provider_timeout. */
+const abortError = (): Error => ABORTED
 
 /** Resolves after `ms`, or at once when `signal` fires. */
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -104,6 +100,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
       resolve()
     }
     const timer = setTimeout(done, ms)
+    timer.unref()
     signal?.addEventListener('abort', done, { once: true })
   })
 }

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { test } from 'node:test'
+import { pathToFileURL } from 'node:url'
+import { ROOT } from '../helpers/child.ts'
+
+// Real timers and a real process: whether fetchWithRetry's timers hold the event loop only
+// shows in a process that has nothing else to do. Each child starts one fetch whose wait is
+// 60 s and then does nothing; it must exit on its own well before that.
+
+const MODULE = pathToFileURL(path.join(ROOT, 'src', 'cache', 'fetch-with-retry.ts')).href
+const ERRORS = pathToFileURL(path.join(ROOT, 'src', 'errors.ts')).href
+const EXIT_BOUND_MS = 10_000
+
+/** Run `body` as an ES module in a child Node; resolves with how it ended and when (killed after EXIT_BOUND_MS). */
+function runChild(body: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number }> {
+  const script = `import { fetchWithRetry } from ${JSON.stringify(MODULE)}\nimport { ProviderError } from ${JSON.stringify(ERRORS)}\n${body}`
+  const started = performance.now()
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--conditions=development', '--input-type=module', '-e', script], { env: { PATH: process.env.PATH ?? '' }, cwd: ROOT })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), EXIT_BOUND_MS)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - started })
+    })
+  })
+}
+
+test('a fetch waiting out a 60 s Retry-After within its deadline does not keep an otherwise idle process alive', async () => {
+  const r = await runChild(`
+const provider = { type: 'throttled', fetch: () => Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 60_000 })) }
+const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 180_000 }
+void fetchWithRetry(provider, 'ref', undefined, policy, undefined, { onRetry: (err, delay) => process.stdout.write('waiting ' + err.code + ' ' + delay + '\\n') }).catch(() => undefined)
+`)
+  assert.equal(r.signal, null, `the child was still running after ${EXIT_BOUND_MS} ms (stderr: ${r.stderr})`)
+  assert.equal(r.code, 0, r.stderr)
+  // It really was in the Retry-After wait when it exited, not failed fast.
+  assert.match(r.stdout, /^waiting throttled 60000$/m)
+  assert.ok(r.ms < EXIT_BOUND_MS)
+})
+
+test('an attempt that never answers, cut at a 60 s timeoutMs, does not keep an otherwise idle process alive', async () => {
+  const r = await runChild(`
+const provider = { type: 'silent', fetch: () => { process.stdout.write('called\\n'); return new Promise(() => undefined) } }
+const policy = { attempts: 1, timeoutMs: 60_000, baseDelayMs: 100, maxDelayMs: 1_000 }
+void fetchWithRetry(provider, 'ref', undefined, policy, undefined).catch(() => undefined)
+`)
+  assert.equal(r.signal, null, `the child was still running after ${EXIT_BOUND_MS} ms (stderr: ${r.stderr})`)
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /^called$/m)
+})
