@@ -42,6 +42,14 @@ export class Forwarder {
     let outcome: Outcome = target.passthrough ? 'passthrough' : 'injected'
     let status = 0
     let errorCode: string | undefined
+    // A client that goes away before the upstream answers must not leave the upstream request
+    // open until requestTimeout (shutdown would wait for it too): its close aborts the request.
+    // Registered before the first await: 'close' fires once, also while a secret is awaited.
+    // (An AbortController per request: a cost accepted for that.)
+    const abort = new AbortController()
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort()
+    })
     try {
       let resolved: Resolved | undefined
       let inject = credential !== undefined
@@ -58,12 +66,6 @@ export class Forwarder {
       base.push('host', target.hostHeader)
       const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : hasBody(req) ? { replayable: false, body: req } : { replayable: true, body: null }
       const agent = target.passthrough ? this.#o.agents.passthrough : this.#o.agents.credentialed
-      // A client that goes away before the upstream answers must not leave the upstream request
-      // open until requestTimeout (shutdown would wait for it too): its close aborts the request.
-      const abort = new AbortController()
-      res.once('close', () => {
-        if (!res.writableFinished) abort.abort()
-      })
       const send = (value: string | undefined) => {
         const headers = value === undefined || headerName === undefined ? base : [...base, headerName, value]
         const reqBody = body.body === null ? null : Buffer.isBuffer(body.body) ? body.body : body.body === req ? req : Readable.from(body.body)

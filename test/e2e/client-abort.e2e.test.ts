@@ -9,12 +9,16 @@ import net, { type AddressInfo } from 'node:net'
 import { after, before, test } from 'node:test'
 import { startDaemon, type Daemon } from '../../src/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
+import { startVaultServer, type VaultServer } from '../servers/vault-server.ts'
 
 const CANARY = 'client-abort-canary-7d21e9'
+const SLOW_CANARY = 'client-abort-slow-vault-canary-3b80'
+const VAULT_LATENCY_MS = 1_500
 const BOUND_MS = 5_000
 let upstream: http.Server
 let port: number
 let daemon: Daemon
+let vault: VaultServer
 /** Upstream requests that arrived, and whether each one's connection was closed by latchkey. */
 const arrived: { req: IncomingMessage; closed: Promise<void> }[] = []
 const logs = captureLogs()
@@ -26,6 +30,9 @@ before(async () => {
   })
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
   port = (upstream.address() as AddressInfo).port
+  vault = await startVaultServer()
+  vault.setSecret('secret/slow', { token: SLOW_CANARY })
+  vault.setLatency(VAULT_LATENCY_MS)
   daemon = await startDaemon({
     baseDir: process.cwd(),
     env: { TOKEN: CANARY },
@@ -37,15 +44,20 @@ before(async () => {
       admin: { listen: '127.0.0.1:0' },
       log: { level: 'trace' },
       upstream: { requestTimeout: '60s' },
-      providers: { dev: { type: 'env' } },
-      credentials: { hung: { provider: 'dev', ref: 'TOKEN', hosts: [`127.0.0.1:${port}`], inject: { type: 'bearer' }, insecure: true } },
-      routes: { hung: { upstream: `http://127.0.0.1:${port}` } },
+      providers: { dev: { type: 'env' }, vault: { type: 'vault', address: vault.url, auth: { method: 'token', token: vault.rootToken } } },
+      credentials: {
+        hung: { provider: 'dev', ref: 'TOKEN', hosts: [`127.0.0.1:${port}`], inject: { type: 'bearer' }, insecure: true },
+        // Same upstream under another name; its secret comes from a Vault that answers slowly.
+        slow: { provider: 'vault', ref: 'secret/data/slow', field: 'token', hosts: [`localhost:${port}`], inject: { type: 'bearer' }, insecure: true, prefetch: false },
+      },
+      routes: { hung: { upstream: `http://127.0.0.1:${port}` }, slow: { upstream: `http://localhost:${port}` } },
     },
   })
 })
 
 after(async () => {
   await daemon?.close(1_000)
+  await vault?.close()
   upstream?.closeAllConnections()
   await new Promise((r) => upstream?.close(r))
 })
@@ -86,9 +98,23 @@ test('a client that leaves a forward-proxy request before the upstream answers g
   await within(got.closed, BOUND_MS, 'closing the upstream connection')
 })
 
-test('the abandoned requests are logged as client_closed and no log line holds the secret', () => {
-  const lines = logs.records().filter((l) => l.event === 'request' && l.credential === 'hung')
-  assert.ok(lines.length >= 2)
+test('a client that leaves while its secret is still being fetched gets nothing sent upstream', async () => {
+  const before = arrived.length
+  const socket = net.connect(new URL(daemon.proxyUrl).port === '' ? 80 : Number(new URL(daemon.proxyUrl).port), '127.0.0.1')
+  socket.on('error', () => undefined)
+  await new Promise<void>((r) => socket.once('connect', () => r()))
+  socket.write(`GET /slow/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)
+  await new Promise((r) => setTimeout(r, 200))
+  socket.destroy()
+  // Past the Vault's latency: the secret has arrived by now, and the request must not have been sent.
+  const deadline = Date.now() + BOUND_MS
+  while (Date.now() < deadline && !logs.records().some((l) => l.event === 'request' && l.credential === 'slow')) await new Promise((r) => setTimeout(r, 20))
+  assert.equal(arrived.length, before, 'the upstream received nothing')
+})
+
+test('the abandoned requests are logged as client_closed and no log line holds a secret', () => {
+  const lines = logs.records().filter((l) => l.event === 'request' && (l.credential === 'hung' || l.credential === 'slow'))
+  assert.equal(lines.length, 3)
   for (const l of lines) assert.equal(l.code, 'client_closed')
-  assertNoCanary(logs.text(), [CANARY])
+  assertNoCanary(logs.text(), [CANARY, SLOW_CANARY])
 })
