@@ -5,17 +5,18 @@ import { test } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import { ROOT } from '../helpers/child.ts'
 
-// Real timers and a real process: whether fetchWithRetry's timers hold the event loop only
-// shows in a process that has nothing else to do. Each child starts one fetch whose wait is
-// 60 s and then does nothing; it must exit on its own well before that.
+// Real timers and a real process: whether a timer holds the event loop only shows in a
+// process that has nothing else to do. fetchWithRetry's timers must not (a prefetch nobody
+// waits for); settleWithin's must (a request is waiting for a secret).
 
 const MODULE = pathToFileURL(path.join(ROOT, 'src', 'cache', 'fetch-with-retry.ts')).href
+const SETTLE = pathToFileURL(path.join(ROOT, 'src', 'cache', 'settle-within.ts')).href
 const ERRORS = pathToFileURL(path.join(ROOT, 'src', 'errors.ts')).href
 const EXIT_BOUND_MS = 10_000
 
 /** Run `body` as an ES module in a child Node; resolves with how it ended and when (killed after EXIT_BOUND_MS). */
 function runChild(body: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number }> {
-  const script = `import { fetchWithRetry } from ${JSON.stringify(MODULE)}\nimport { ProviderError } from ${JSON.stringify(ERRORS)}\n${body}`
+  const script = `import { fetchWithRetry } from ${JSON.stringify(MODULE)}\nimport { settleWithin } from ${JSON.stringify(SETTLE)}\nimport { ProviderError } from ${JSON.stringify(ERRORS)}\n${body}`
   const started = performance.now()
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--conditions=development', '--input-type=module', '-e', script], { env: { PATH: process.env.PATH ?? '' }, cwd: ROOT })
@@ -53,4 +54,20 @@ void fetchWithRetry(provider, 'ref', undefined, policy, undefined).catch(() => u
   assert.equal(r.signal, null, `the child was still running after ${EXIT_BOUND_MS} ms (stderr: ${r.stderr})`)
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /^called$/m)
+})
+
+test('a request waiting (settleWithin) for a fetch that sleeps out a Retry-After keeps the process alive until its bound, then sees pending', async () => {
+  // The shim's case: nothing but the request's own bound holds the loop while the fetch sleeps.
+  const r = await runChild(`
+const provider = { type: 'throttled', fetch: () => Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 60_000 })) }
+const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 180_000 }
+const started = performance.now()
+const settled = await settleWithin(fetchWithRetry(provider, 'ref', undefined, policy, undefined), 1_500)
+process.stdout.write('request saw ' + settled.state + ' after ' + Math.round(performance.now() - started) + ' ms\\n')
+`)
+  assert.equal(r.signal, null, `the child was still running after ${EXIT_BOUND_MS} ms (stderr: ${r.stderr})`)
+  assert.equal(r.code, 0, `the process exited while the request was still waiting (stderr: ${r.stderr})`)
+  const m = /^request saw pending after (\d+) ms$/m.exec(r.stdout)
+  assert.ok(m, `stdout: ${r.stdout}`)
+  assert.ok(Number(m[1]) >= 1_400, `the wait ended early: ${m[1]} ms`)
 })
