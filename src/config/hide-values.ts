@@ -51,18 +51,23 @@ function hideOne(message: string, v: InterpolatedValue, near: boolean): string {
     }
     let changed = false
     for (const p of parts) {
-      if (s.includes(p.value)) {
-        s = s.split(p.value).join(p.ref)
+      if (s.toLowerCase().includes(p.value.toLowerCase())) {
+        s = s.replace(new RegExp(escapeRegExp(p.value), 'gi'), () => p.ref)
         changed = true
-      } else if (near && s.length >= 3 && p.value.includes(s)) {
+      } else if (near && s.length >= 3 && p.value.toLowerCase().includes(s.toLowerCase())) {
         return `(part of ${p.ref})`
       }
     }
     return changed ? JSON.stringify(s) : q
   })
   // Unquoted echoes (a resolved file path, `*.<suffix>`): long values only, so words of the message survive.
-  for (const p of parts) if (p.value.length >= HIDE_EVERYWHERE_FROM) m = m.split(p.value).join(p.ref)
+  // Without regard to case: a message may quote a value lower-cased (host names are normalised).
+  for (const p of parts) if (p.value.length >= HIDE_EVERYWHERE_FROM) m = m.replace(new RegExp(escapeRegExp(p.value), 'gi'), () => p.ref)
   return m
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
 
 /** Same path, or one is inside the other (`credentials.a.inject` and `credentials.a.inject.header`). */

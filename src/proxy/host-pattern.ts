@@ -253,10 +253,11 @@ export function parseHostPattern(input: string): ParseResult {
     if (IPV4.test(suffix)) return fail('wildcards cannot be used with IP addresses')
     const labels = suffix.split('.').length
     if (labels < 2) {
-      return fail(`*.${suffix} is too broad: it would match every host under ${JSON.stringify(suffix)}; a wildcard needs at least two labels after it (*.example.com)`)
+      // The text as written, not its normalised form: config errors hide interpolated values by matching them.
+      return fail(`*.${suffixText} is too broad: it would match every host under ${JSON.stringify(suffixText)}; a wildcard needs at least two labels after it (*.example.com)`)
     }
     if (SHARED_SUFFIXES.has(suffix)) {
-      return fail(`*.${suffix} is too broad: ${suffix} is a public or shared-hosting suffix where anyone can register a name; bind the credential to your own names under it`)
+      return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix where anyone can register a name; bind the credential to your own names under it`)
     }
     return { ok: true, pattern: { source: input, host: suffix, wildcard: true, port } }
   }

@@ -127,6 +127,26 @@ test('check messages name the ${env:...} reference instead of echoing the value 
   assert.match(text, /routes\.r\.upstream: not an absolute URL: \(value of \$\{env:LEAKY\}\)/)
 })
 
+test('a mixed-case value is hidden in its lower-cased form too (host patterns are normalised before they are quoted)', () => {
+  const MIXED = 'AbCdEf9Gh2KqMixedCanary'
+  const ref = '${env:TOK}'
+  const r = validateConfig(
+    {
+      providers: { dev: { type: 'env' } },
+      credentials: {
+        a: { provider: 'dev', ref: 'R', hosts: [`*.${ref}`], inject: { type: 'bearer' } },
+        b: { provider: 'dev', ref: 'R', hosts: [`${ref}.example.com`, `*.${ref}.example.com`], inject: { type: 'bearer' } },
+        c: { provider: 'dev', ref: 'R', hosts: [`${ref}.example.com`], inject: { type: 'bearer' } },
+      },
+    },
+    { env: { TOK: MIXED }, baseDir: dir },
+  )
+  assert.equal(r.ok, false)
+  const text = r.ok ? '' : r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')
+  assert.match(text, /credentials\.a\.hosts\[0\]/, 'the too-broad wildcard is reported')
+  assertNoCanary(text, [MIXED, MIXED.toLowerCase(), MIXED.toUpperCase()])
+})
+
 test('cross-field problems are all reported: unknown provider type, missing provider, bad wildcard', () => {
   const r = validateConfig(
     {
