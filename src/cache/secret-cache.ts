@@ -69,6 +69,8 @@ export class SecretCache {
   /** A fetch that ended throttled with a Retry-After: no provider call for the key before `until`. */
   readonly #throttled = new Map<string, { until: number; err: ProviderError }>()
   readonly #lastBust = new Map<string, number>()
+  /** Keys whose in-flight refresh outlasted the stale grace once: later requests get the old value at once. */
+  readonly #slowRefresh = new Set<string>()
   readonly #opts: CacheOptions
   readonly #now: () => number
   readonly #random: () => number
@@ -125,10 +127,16 @@ export class SecretCache {
     this.#opts.observe?.miss?.(credential.name)
     const load = this.#load(credential)
     if (entry !== undefined && this.#withinMaxStale(entry)) {
+      // One request has already waited the grace out for this refresh: nobody else waits for it.
+      if (this.#slowRefresh.has(credential.cacheKey)) {
+        this.#opts.observe?.stale?.(credential.name)
+        return this.#resolve(credential, entry, true)
+      }
       const settled = await settleWithin(load, this.#staleGraceMs)
       if (settled.state === 'fulfilled') return this.#resolve(credential, settled.value, false)
       if (this.#withinMaxStale(entry)) {
         const slow = settled.state === 'pending'
+        if (slow && this.#inflight.get(credential.cacheKey) === load) this.#slowRefresh.add(credential.cacheKey)
         const code = slow ? 'provider_timeout' : ((settled.reason as LatchkeyError | undefined)?.code ?? 'provider_unavailable')
         this.#opts.observe?.stale?.(credential.name)
         this.#opts.logger.warn(
@@ -270,6 +278,7 @@ export class SecretCache {
       })
       .finally(() => {
         this.#inflight.delete(key)
+        this.#slowRefresh.delete(key)
       })
     this.#inflight.set(key, p)
     return p

@@ -190,6 +190,27 @@ test('an expired value within maxStale is served once its refresh has taken stal
   assert.equal(s.calls(), 2)
 })
 
+test('once one request has waited out the grace for a slow refresh, later requests get the old value at once', async () => {
+  const s = setup({ maxStaleMs: 30_000, staleGraceMs: 500 })
+  s.values.push('v1', 'v2')
+  const c = credential('c', 60_000)
+  await s.cache.get(c)
+  s.advance(61_000)
+  const release = s.hold()
+  const first = await s.cache.get(c)
+  assert.equal(first.stale, true)
+  const t = performance.now()
+  const later = await s.cache.get(c)
+  const took = performance.now() - t
+  assert.equal(later.headerValue, 'Bearer v1')
+  assert.ok(took < 250, `the later request did not wait the 500 ms grace again (${Math.round(took)} ms)`)
+  assert.deepEqual(s.staleServed, ['c', 'c'])
+  assert.equal(s.calls(), 2, 'still one refresh')
+  release()
+  await new Promise((r) => setImmediate(r))
+  assert.equal((await s.cache.get(c)).stale, false, 'the refresh landed; the next slow refresh waits the grace again')
+})
+
 test('a refresh that answers within staleGraceMs is waited for: no stale value is served', async () => {
   const s = setup({ staleGraceMs: 5_000 })
   s.values.push('v1', 'v2')
