@@ -129,14 +129,14 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
   if (left < EXPIRY_WARNING_MS) warnings.push(`the interception CA in ${files.dir} expires ${ca.notAfter.toISOString()}; rotate it (delete ${files.dir}) and re-distribute the certificate`)
 
   const bundle = trustBundle(ca.certPem)
-  await writePublic(files.certFile, ca.certPem, 'intercept.caDir')
-  await writePublic(files.bundleFile, bundle, 'intercept.caDir')
+  await writePublic(files.certFile, ca.certPem, 'intercept.caDir', warnings)
+  await writePublic(files.bundleFile, bundle, 'intercept.caDir', warnings)
   let publicFiles: LoadedCa['publicFiles']
   if (o.publicCaFile) {
     publicFiles = { certFile: o.publicCaFile, bundleFile: bundlePathFor(o.publicCaFile) }
     await makePublicDir(path.dirname(o.publicCaFile))
-    await writePublic(publicFiles.certFile, ca.certPem, 'intercept.publicCaFile')
-    await writePublic(publicFiles.bundleFile, bundle, 'intercept.publicCaFile')
+    await writePublic(publicFiles.certFile, ca.certPem, 'intercept.publicCaFile', warnings)
+    await writePublic(publicFiles.bundleFile, bundle, 'intercept.publicCaFile', warnings)
   }
   return { ca, files, publicFiles, created, warnings }
 }
@@ -190,13 +190,25 @@ async function createKeyFile(file: string, content: string): Promise<boolean> {
   }
 }
 
-/** Write a public file (0644) through a temp file and rename, so readers never see half of it. */
-async function writePublic(file: string, content: string, at: string): Promise<void> {
+/**
+ * Write a public file (0644) through a temp file and rename, so readers never see half of it.
+ * A file that already holds `content` is left in place; a failed chmod of it is not fatal.
+ */
+async function writePublic(file: string, content: string, at: string, warnings: string[]): Promise<void> {
   try {
     const current = await readFile(file, 'utf8').catch(() => undefined)
     if (current === content) {
       // The same content, perhaps written under a strict umask by an earlier start.
-      if (((await stat(file)).mode & 0o777) !== PUBLIC_FILE_MODE) await chmod(file, PUBLIC_FILE_MODE)
+      const mode = (await stat(file)).mode & 0o777
+      if (mode !== PUBLIC_FILE_MODE) {
+        try {
+          await chmod(file, PUBLIC_FILE_MODE)
+        } catch (err) {
+          // Owned by someone else (an operator's root-owned 0444 copy): the content is right,
+          // so start. Only a copy other users cannot read is worth a warning.
+          if ((mode & 0o444) !== 0o444) warnings.push(`${at} ${file} already holds the right content but is mode ${mode.toString(8)}, and it cannot be changed to 644 (${codeOf(err)}); clients running as other users may not be able to read it`)
+        }
+      }
       return
     }
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
