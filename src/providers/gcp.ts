@@ -3,6 +3,7 @@ import { connect, rootCertificates } from 'node:tls'
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager'
 import { z } from 'zod'
 import { ProviderError } from '../errors.ts'
+import { raceAbort } from './abortable.ts'
 import { readCaFile } from './ca-file.ts'
 import { crc32c } from './crc32c.ts'
 import { mapGcpError } from './gcp-errors.ts'
@@ -267,15 +268,15 @@ export const gcpProvider: ProviderFactory<typeof optionsSchema> = {
         const host = options.apiEndpoint ?? 'secretmanager.googleapis.com'
         const port = options.port ?? 443
         const endpoint = `${host}:${port}`
-        const raced = <T>(p: Promise<T>) =>
-          Promise.race([p, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })), { once: true }))])
+        // The auth client takes no signal: its calls are raced against ours (mapGcpError maps the AbortError).
+        const aborted = () => Object.assign(new Error('aborted'), { name: 'AbortError' })
         // The token and the endpoint are probed separately: a token that cannot be had (bad
         // credentials, an unreachable token endpoint) says nothing about Secret Manager itself.
         const token = (async (): Promise<{ identity: string } | { error: string }> => {
           try {
-            const t = await raced(client.auth.getAccessToken())
+            const t = await raceAbort(() => client.auth.getAccessToken(), signal, aborted)
             if (!t) return { error: `${where}: the credentials gave no access token` }
-            const creds = await raced(client.auth.getCredentials()).catch(() => ({}) as { client_email?: string })
+            const creds = await raceAbort(() => client.auth.getCredentials(), signal, aborted).catch(() => ({}) as { client_email?: string })
             return { identity: creds.client_email ?? (keyFilename ? `credentials file ${keyFilename}` : ctx.env.GOOGLE_APPLICATION_CREDENTIALS ? `credentials file ${ctx.env.GOOGLE_APPLICATION_CREDENTIALS}` : 'Application Default Credentials') }
           } catch (err) {
             return { error: mapGcpError(err, 'access token', where, signal).message }

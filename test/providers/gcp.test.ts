@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { getEventListeners } from 'node:events'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -222,6 +223,12 @@ describe('gcp provider against a local Secret Manager (gRPC over TLS, STS token 
     assert.equal(r.authenticated, true)
     assert.match(r.identity ?? '', /credentials file/)
     assert.doesNotMatch(JSON.stringify(r), /ya29\./)
+  })
+
+  test('check leaves no abort listener behind on the signal it was given', async () => {
+    const ctrl = new AbortController()
+    for (let i = 0; i < 3; i++) assert.equal((await sm.check!(ctrl.signal)).authenticated, true)
+    assert.equal(getEventListeners(ctrl.signal, 'abort').length, 0)
   })
 })
 
