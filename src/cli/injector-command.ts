@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
+import { parseQuantity } from '../injector/quantity.ts'
 import { DEFAULT_SIDECAR_OPTIONS, type SidecarOptions } from '../injector/sidecar.ts'
 import type { CliIo } from './io.ts'
 
@@ -48,8 +49,13 @@ export function injectorCommand(io: CliIo): Command {
       const i = flags.listen.lastIndexOf(':')
       const listenPort = Number(flags.listen.slice(i + 1))
       if (i <= 0 || !Number.isInteger(listenPort) || listenPort < 0 || listenPort > 65535) cmd.error(`latchkey injector: --listen expects host:port, got ${flags.listen}`, { exitCode: 2 })
-      for (const [name, q] of [['--cpu-request', flags.cpuRequest], ['--memory-request', flags.memoryRequest], ['--memory-limit', flags.memoryLimit]] as const) {
-        if (!/^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$/.test(q)) cmd.error(`latchkey injector: ${name} ${q} is not a Kubernetes quantity`, { exitCode: 2 })
+      // The sidecar's heap cap is derived from --memory-limit with the same parser (sidecarNodeOptions).
+      for (const [name, q, kind] of [['--cpu-request', flags.cpuRequest, 'cpu'], ['--memory-request', flags.memoryRequest, 'memory'], ['--memory-limit', flags.memoryLimit, 'memory']] as const) {
+        try {
+          parseQuantity(q, kind, name)
+        } catch (err) {
+          cmd.error(`latchkey injector: ${(err as Error).message}`, { exitCode: 2 })
+        }
       }
       // Loaded on use: `latchkey run` registers this command but never needs the webhook code.
       const { startWebhookServer } = await import('../injector/webhook-server.ts')

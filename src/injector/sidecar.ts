@@ -4,6 +4,7 @@
  * `deploy/kubernetes/base` (a test keeps the two in step).
  */
 import type { InjectionPlan } from './annotations.ts'
+import { parseQuantity } from './quantity.ts'
 
 /** Paths inside the pod. The config in the ConfigMap must use these (see docs/kubernetes.md). */
 export const POD_PATHS = {
@@ -84,19 +85,17 @@ export function sidecarContainer(plan: Plan, o: SidecarOptions): Json {
   }
 }
 
-const QUANTITY_BYTES: Record<string, number> = { '': 1, k: 1e3, M: 1e6, G: 1e9, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }
-
 /**
  * `NODE_OPTIONS` for the sidecar: an old-space cap of 3/8 of the memory limit (96 MiB for
  * 256Mi). V8 does not size its heap from the container's limit reliably (nodejs/node#64646:
  * in a 256 MiB cgroup it reports a 262 MiB heap limit), and it collects lazily while the heap
  * is below its own limit: under sustained load an uncapped sidecar grew to about 250 MiB RSS,
  * at the edge of a 256Mi limit, where the kernel kills it. The rest of the limit is for code,
- * buffers and TLS state outside the heap.
+ * buffers and TLS state outside the heap. The injector command checks `--memory-limit` with
+ * the same parser at start, so a limit it accepted never throws here.
  */
 export function sidecarNodeOptions(memoryLimit: string): string {
-  const m = /^([0-9]+(?:\.[0-9]+)?)(k|M|G|Ki|Mi|Gi)?$/.exec(memoryLimit)
-  const bytes = m ? Number(m[1]) * (QUANTITY_BYTES[m[2] ?? ''] ?? 1) : 0
+  const bytes = parseQuantity(memoryLimit, 'memory', 'the sidecar memory limit')
   const mib = Math.max(32, Math.floor((bytes * 3) / 8 / 1024 ** 2))
   return `--max-old-space-size=${mib}`
 }
