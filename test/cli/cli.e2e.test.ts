@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { assertNoCanary } from '../helpers/log-capture.ts'
-import { runBin, startBin } from '../helpers/child.ts'
+import { exitedWithin, runBin, startBin } from '../helpers/child.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
 const CANARY = 'cli-canary-token-5d1e9b77'
@@ -36,6 +36,13 @@ const goodConfig = () => ({
   credentials: { api: { provider: 'dev', ref: 'API_TOKEN', hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true } },
   routes: { api: { upstream: up.url } },
 })
+
+/** Waits (bounded: 5 s) until the upstream has received `n` requests in all. */
+async function untilReceived(n: number): Promise<void> {
+  const deadline = Date.now() + 5_000
+  while (up.received.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  assert.ok(up.received.length >= n, 'the request reached the upstream')
+}
 
 test('latchkey version prints the package version and exits 0', async () => {
   const r = await runBin(['version'])
@@ -174,13 +181,14 @@ test('latchkey run serves requests, logs redacted lines, and drains an in-flight
   const file = await writeConfig('run.json', goodConfig())
   const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
   up.handle((_req, res) => setTimeout(() => res.end('slow ok'), 400))
+  const before = up.received.length
   const inflight = fetch(`${d.proxyUrl}/api/slow`).then(async (r) => ({ status: r.status, text: await r.text() }))
-  await new Promise((r) => setTimeout(r, 100))
+  await untilReceived(before + 1) // the request is in flight at the upstream: now the signal
   d.child.kill('SIGTERM')
   const res = await inflight
   assert.equal(res.status, 200)
   assert.equal(res.text, 'slow ok')
-  const ran = await d.exited
+  const ran = await exitedWithin(d)
   assert.equal(ran.code, 0)
   assert.equal(up.received.at(-1)?.headers.authorization, `Bearer ${CANARY}`)
   assertNoCanary(d.output(), [CANARY])
@@ -191,13 +199,14 @@ test('latchkey run drains an in-flight request on SIGINT (Ctrl-C) and exits 0', 
   const file = await writeConfig('run-int.json', goodConfig())
   const d = await startBin(['run', '-c', file], { env: { API_TOKEN: CANARY } })
   up.handle((_req, res) => setTimeout(() => res.end('slow int'), 400))
+  const before = up.received.length
   const inflight = fetch(`${d.proxyUrl}/api/slow-int`).then(async (r) => ({ status: r.status, text: await r.text() }))
-  await new Promise((r) => setTimeout(r, 100))
+  await untilReceived(before + 1) // the request is in flight at the upstream: now the signal
   d.child.kill('SIGINT')
   const res = await inflight
   assert.equal(res.status, 200)
   assert.equal(res.text, 'slow int')
-  const ran = await d.exited
+  const ran = await exitedWithin(d)
   assert.equal(ran.code, 0)
   assert.equal(ran.signal, null, 'exited by itself, not killed by the signal')
   assert.match(ran.stderr, /SIGINT received, draining/)
@@ -223,7 +232,7 @@ test('env-only mode runs one credential from LATCHKEY_* variables', async () => 
   } finally {
     d.child.kill('SIGTERM')
   }
-  const ran = await d.exited
+  const ran = await exitedWithin(d)
   assert.equal(ran.code, 0)
   assertNoCanary(ran.stdout + ran.stderr, [CANARY])
 })
@@ -250,7 +259,7 @@ test('curl -x through the forward proxy delivers the credential upstream', { ski
     assert.match(denied, /403$/)
   } finally {
     d.child.kill('SIGTERM')
-    await d.exited
+    await exitedWithin(d)
   }
 })
 
@@ -264,7 +273,7 @@ test('latchkey run --admin-listen overrides the config (how a pod binds the prob
     await r.text()
   } finally {
     d.child.kill('SIGTERM')
-    await d.exited
+    await exitedWithin(d)
   }
   const bad = await runBin(['run', '-c', file, '--admin-listen', 'nonsense'])
   assert.equal(bad.code, 2)

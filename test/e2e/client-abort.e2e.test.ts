@@ -4,6 +4,9 @@
  * is long, so only the abort can end it), and shutdown must not wait for it.
  */
 import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import http, { type IncomingMessage } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, test } from 'node:test'
@@ -19,6 +22,7 @@ let upstream: http.Server
 let port: number
 let daemon: Daemon
 let vault: VaultServer
+let dir: string
 /** Upstream requests that arrived, and whether each one's connection was closed by latchkey. */
 const arrived: { req: IncomingMessage; closed: Promise<void> }[] = []
 const logs = captureLogs()
@@ -30,11 +34,12 @@ before(async () => {
   })
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
   port = (upstream.address() as AddressInfo).port
+  dir = await mkdtemp(path.join(tmpdir(), 'latchkey-abort-'))
   vault = await startVaultServer()
   vault.setSecret('secret/slow', { token: SLOW_CANARY })
   vault.setLatency(VAULT_LATENCY_MS)
   daemon = await startDaemon({
-    baseDir: process.cwd(),
+    baseDir: dir,
     env: { TOKEN: CANARY },
     logStream: logs.stream,
     processMetrics: false,
@@ -58,6 +63,7 @@ before(async () => {
 after(async () => {
   await daemon?.close(1_000)
   await vault?.close()
+  await rm(dir, { recursive: true, force: true })
   upstream?.closeAllConnections()
   await new Promise((r) => upstream?.close(r))
 })

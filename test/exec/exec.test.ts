@@ -52,7 +52,7 @@ before(async () => {
       '  dev: { type: env, prefix: APP_ }',
       '  vault: { type: vault, address: "https://127.0.0.1:1" }',
       '  aws: { type: aws, region: eu-west-1 }',
-      '  azure: { type: azure, vaultUrl: "https://example.vault.azure.net" }',
+      '  azure: { type: azure, vaultUrl: "https://127.0.0.1:1" }',
       'credentials:',
       `  api: { provider: dev, ref: TOKEN, hosts: ["localhost:${up.port}"], inject: { type: bearer } }`,
       '',

@@ -37,7 +37,10 @@ export async function startBin(args: string[], opts: { env?: Record<string, stri
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
   const exited = new Promise<Ran>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })))
   const urls = await new Promise<{ proxyUrl: string; adminUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`latchkey did not start in 15 s:\n${stderr}`)), 15_000)
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL') // nothing is left running when the start-up fails
+      reject(new Error(`latchkey did not start in 15 s:\n${stderr}`))
+    }, 15_000)
     const check = () => {
       const line = stdout.split('\n').find((l) => l.includes('"event":"listening"'))
       if (line) {
@@ -50,4 +53,15 @@ export async function startBin(args: string[], opts: { env?: Record<string, stri
     void exited.then((r) => reject(new Error(`latchkey exited early (${r.code}):\n${r.stderr}\n${r.stdout}`)))
   })
   return { child, ...urls, output: () => stdout + stderr, exited }
+}
+
+/** The child's end, bounded: past `ms` it is killed (SIGKILL) and its result still returned. */
+export async function exitedWithin(bin: { child: ChildProcess; exited: Promise<Ran> }, ms = 10_000): Promise<Ran> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)))
+  const first = await Promise.race([bin.exited, late])
+  clearTimeout(timer)
+  if (first !== 'late') return first
+  bin.child.kill('SIGKILL')
+  return bin.exited
 }

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startDaemon, type Daemon } from '../../src/daemon.ts'
-import { startBin } from './child.ts'
+import { exitedWithin, startBin } from './child.ts'
 import { assertNoCanary, captureLogs, type LogCapture } from './log-capture.ts'
 import { startUpstream, type Upstream } from './upstream.ts'
 
@@ -277,7 +277,7 @@ export function testBinNoCanary(e2e: ProviderE2e, name: string, hooks: ProviderS
     const file = path.join(e2e.dir, 'latchkey-bin.json')
     await writeFile(file, JSON.stringify(daemonConfig(e2e.provider, e2e.setup, up.port)))
     const env = { NO_PROXY: '127.0.0.1,localhost', HOME: e2e.dir, AWS_EC2_METADATA_DISABLED: 'true', ...e2e.setup.env, ...opts.processEnv?.() }
-    const bin = await startBin(['run', '-c', file], { env })
+    const bin = await startBin(['run', '-c', file], { env, cwd: e2e.dir })
     try {
       await waitReady(bin.adminUrl)
       const get = async (route: string, p: string) => {
@@ -313,7 +313,7 @@ export function testBinNoCanary(e2e: ProviderE2e, name: string, hooks: ProviderS
       bin.child.kill('SIGTERM')
       await up.close()
     }
-    const ran = await bin.exited
+    const ran = await exitedWithin(bin)
     await rm(file, { force: true })
     assert.equal(ran.code, 0, `clean exit after SIGTERM (signal ${String(ran.signal)})`)
     const lines = ran.stdout.split('\n').filter((l) => l !== '')

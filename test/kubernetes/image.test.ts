@@ -71,7 +71,9 @@ describe('the image layout: npm run build output on production dependencies only
   let app: string
   let externals: string[]
   let devLeftOut: string[]
-  let upstream: http.Server
+  let upstream: http.Server | undefined
+  /** The daemon under test; `after` kills it if a test timed out before its own `finally` ran. */
+  let running: ChildProcess | undefined
   const seen: http.IncomingHttpHeaders[] = []
 
   before(async () => {
@@ -84,15 +86,19 @@ describe('the image layout: npm run build output on production dependencies only
     devLeftOut = copyProductionNodeModules(ROOT, app).dev
     readOnlyTree(app)
 
-    upstream = http.createServer((req, res) => {
+    const server = http.createServer((req, res) => {
       seen.push(req.headers)
       res.writeHead(200, { 'content-type': 'text/plain' }).end('upstream ok')
     })
-    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+    upstream = server
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   })
   after(async () => {
-    upstream.closeAllConnections()
-    await new Promise((r) => upstream.close(r))
+    if (running?.exitCode === null) running.kill('SIGKILL')
+    if (upstream) {
+      upstream.closeAllConnections()
+      await new Promise((r) => upstream?.close(r))
+    }
     if (work) {
       if (!isRoot) writableTree(work)
       rmSync(work, { recursive: true, force: true })
@@ -136,7 +142,7 @@ describe('the image layout: npm run build output on production dependencies only
     if (isRoot) for (const d of [state, shared]) chownSync(d, NOBODY, NOBODY)
     writeFileSync(path.join(secrets, 'api-key'), CANARY_FILE, { mode: 0o400 })
     if (isRoot) chownSync(path.join(secrets, 'api-key'), NOBODY, NOBODY)
-    const port = (upstream.address() as AddressInfo).port
+    const port = (upstream?.address() as AddressInfo).port
     writeFileSync(
       path.join(config, 'latchkey.yaml'),
       [
@@ -168,6 +174,7 @@ describe('the image layout: npm run build output on production dependencies only
       env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent', NODE_ENV: 'production', NODE_OPTIONS, PIPELINE_TOKEN: CANARY_ENV, NO_PROXY: '127.0.0.1,localhost' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
+    running = child
     let out = ''
     let err = ''
     child.stdout?.on('data', (c: Buffer) => (out += c.toString()))
@@ -207,6 +214,9 @@ describe('the image layout: npm run build output on production dependencies only
             res.resume()
             resolve(res.statusCode ?? 0)
           })
+          .on('timeout', function (this: http.ClientRequest) {
+            this.destroy(new Error('timeout'))
+          })
           .on('error', reject)
       })
       assert.equal(forwarded, 200)
@@ -219,11 +229,18 @@ describe('the image layout: npm run build output on production dependencies only
       const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
       const one = () =>
         new Promise<void>((resolve, reject) => {
-          http.get(`${proxyUrl}/up/load`, { agent, timeout: 5000 }, (res) => res.resume().on('end', resolve)).on('error', reject)
+          http
+            .get(`${proxyUrl}/up/load`, { agent, timeout: 5000 }, (res) => res.resume().on('end', resolve))
+            .on('timeout', function (this: http.ClientRequest) {
+              this.destroy(new Error('timeout'))
+            })
+            .on('error', reject)
         })
       let peak = 0
+      const loadDeadline = Date.now() + 60_000
       try {
         for (let round = 0; round < 400; round++) {
+          assert.ok(Date.now() < loadDeadline, `the load finishes within 60 s (stopped at round ${round})`)
           await Promise.all(Array.from({ length: 32 }, one))
           peak = Math.max(peak, Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024)
         }
