@@ -90,7 +90,9 @@ export function loadConfigFile(file: string, env: LoadOptions['env']): LoadResul
   }
   const result = parseConfigText(text, { env, baseDir: path.dirname(path.resolve(file)), source: file })
   if (result.ok && worldReadable(file) && INLINE_SECRET.test(text)) {
-    ;(result.config.warnings as string[]).push(`config file ${file} is world-readable and may hold secret material (chmod 600)`)
+    // The config and its warnings are frozen: a copy with one more warning, frozen the same way.
+    const warnings = Object.freeze([...result.config.warnings, `config file ${file} is world-readable and may hold secret material (chmod 600)`])
+    return { ok: true, config: Object.freeze({ ...result.config, warnings }) }
   }
   return result
 }
@@ -106,13 +108,12 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
   const interpolated = interpolate(rawInput, opts.env, opts.baseDir, substitution, sources)
   const stage1 = parseSections(interpolated)
   const issues: ConfigIssue[] = [...stage1.issues]
-  const result = compile(stage1.raw, stage1.providerNames, opts, issues)
+  const result = compile(stage1.raw, stage1.providerNames, opts, issues, sources)
   checkFailedCredentials(stage1.failedCredentials, stage1.providerNames, issues)
   // A value whose ${...} could not be resolved is reported once, for the substitution.
   const unresolved = new Set(substitution.map((i) => i.path))
   const all = [...substitution, ...issues.filter((i) => !unresolved.has(i.path))]
   if (all.length > 0 || result === undefined) return { ok: false, issues: sortByPath(dedupe(hideInterpolatedValues(all, sources))) }
-  for (let i = 0; i < result.warnings.length; i++) (result.warnings as string[])[i] = hideInText(result.warnings[i] as string, sources)
   return { ok: true, config: result }
 }
 
@@ -134,7 +135,8 @@ function missingProvider(at: string, provider: string, providerNames: readonly s
   return { path: `${at}.provider`, message: `no provider named ${JSON.stringify(provider)} (defined: ${providerNames.join(', ') || 'none'})` }
 }
 
-function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOptions, issues: ConfigIssue[]): Config | undefined {
+/** Stage two: the cross-field checks and the frozen Config; `sources` lets the warnings name `${...}` references instead of their values. */
+function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOptions, issues: ConfigIssue[], sources: InterpolationSources): Config | undefined {
   const warnings: string[] = []
   const resolvePath = (p: string) => path.resolve(opts.baseDir, p)
 
@@ -275,7 +277,8 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     providers: Object.freeze(providers),
     credentials: Object.freeze(credentials),
     routes: Object.freeze(routes),
-    warnings,
+    // Hidden before freezing: the warnings are as frozen as the rest of the config.
+    warnings: Object.freeze(warnings.map((w) => hideInText(w, sources))),
   }
   return Object.freeze(config)
 }

@@ -220,6 +220,21 @@ test('the admin token file is read at load and a world-readable one is warned ab
   assert.ok(r.ok)
   assert.equal(r.config.admin.token, 'a-long-enough-admin-token')
   assert.ok(r.config.warnings.some((w) => /world-readable/.test(w)))
+  assert.ok(Object.isFrozen(r.config.warnings), 'the warnings are frozen with the rest of the config')
+})
+
+test('a world-readable config file with an inline secret is warned about, and that config and its warnings are frozen too', async () => {
+  const file = path.join(dir, 'inline.yaml')
+  await writeFile(file, 'admin:\n  token: inline-admin-token-0123456789\nproviders:\n  dev: { type: env }\ncredentials:\n  api: { provider: dev, ref: API_TOKEN, hosts: [api.example.com], inject: { type: bearer }, insecure: true }\n')
+  await chmod(file, 0o644)
+  const r = loadConfigFile(file, {})
+  assert.ok(r.ok)
+  assert.deepEqual(
+    r.config.warnings.map((w) => w.replace(file, 'FILE')),
+    ['credential api has insecure: true: it may be sent over plain http (loopback and dev only)', 'config file FILE is world-readable and may hold secret material (chmod 600)'],
+  )
+  assert.ok(Object.isFrozen(r.config) && Object.isFrozen(r.config.warnings))
+  assert.throws(() => (r.config.warnings as string[]).push('late'), TypeError)
 })
 
 test('durations accept ms, s, m, h and plain seconds, and reject anything else', () => {
