@@ -75,7 +75,7 @@ export async function buildDist(outdir = path.join(ROOT, 'dist')): Promise<Build
   const externals = new Set<string>()
   for (const [file, meta] of Object.entries(result.metafile.outputs)) {
     files[path.relative(outdir, path.resolve(ROOT, file))] = meta.bytes
-    for (const i of meta.imports) if (i.external && !i.path.startsWith('node:') && !isBuiltin(i.path)) externals.add(i.path)
+    for (const i of meta.imports) if (i.external && !isBuiltin(i.path)) externals.add(i.path)
   }
   // A marker the image test and the Dockerfile lint read: which entry the image runs.
   writeFileSync(path.join(outdir, 'build-info.json'), JSON.stringify({ entry: 'dist/cli/latchkey.js', source: path.relative(ROOT, entry), node: 'node24' }, null, 2) + '\n')
