@@ -267,22 +267,29 @@ class SignalRelay {
   }
 }
 
-/**
- * Whether the terminal has already sent this SIGINT/SIGQUIT to the command: latchkey's stdin
- * is a terminal and latchkey's process group (which the command shares) is the terminal's
- * foreground group. Sending it again would make the command see one Ctrl-C as two.
- */
+/** Whether the terminal has already sent this SIGINT/SIGQUIT to the command (see `terminalForeground`). */
 function terminalDelivered(): boolean {
-  if (!isatty(0)) return false
-  try {
-    // After "pid (comm) ": state ppid pgrp session tty_nr tpgid ...
-    const stat = readFileSync('/proc/self/stat', 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return fields[2] === fields[5]
-  } catch {
-    // No /proc: on a terminal, latchkey is almost always in the foreground.
-    return true
-  }
+  return terminalForeground(isatty(0), readText('/proc/self/stat'))
+}
+
+/**
+ * Whether latchkey's stdin is a terminal and latchkey's process group (which the command
+ * shares) is the terminal's foreground group: then a Ctrl-C or Ctrl-\ has already reached the
+ * command, and sending it again would make the command see one keypress as two.
+ *
+ * Without /proc (macOS, the BSDs) the foreground group cannot be read, and the signal is
+ * passed on: a `kill -INT <pid>` from another shell must reach the command, and the cost of
+ * guessing wrong the other way is only that a Ctrl-C there arrives twice (most commands stop
+ * on the first; one that counts Ctrl-Cs may take the second as "force quit").
+ *
+ * @param stdinIsTerminal `isatty(0)`
+ * @param procStat the text of `/proc/self/stat`, undefined when it cannot be read
+ */
+export function terminalForeground(stdinIsTerminal: boolean, procStat: string | undefined): boolean {
+  if (!stdinIsTerminal || procStat === undefined) return false
+  // After "pid (comm) ": state ppid pgrp session tty_nr tpgid ...
+  const fields = procStat.slice(procStat.lastIndexOf(')') + 2).split(' ')
+  return fields[2] !== undefined && fields[2] === fields[5]
 }
 
 function readText(file: string): string | undefined {
