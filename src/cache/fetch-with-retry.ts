@@ -99,8 +99,11 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
       signal?.removeEventListener('abort', done)
       resolve()
     }
+    // Not unref'd: between attempts nothing else holds the loop, and a caller awaiting the
+    // fetch (`await interceptor.ready` in a script) must not see the process exit under it.
+    // The wait is bounded by the fetch's deadline. (An attempt's timer is unref'd: the
+    // provider's own socket holds the loop while it runs.)
     const timer = setTimeout(done, ms)
-    timer.unref()
     signal?.addEventListener('abort', done, { once: true })
   })
 }

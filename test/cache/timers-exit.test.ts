@@ -6,8 +6,9 @@ import { pathToFileURL } from 'node:url'
 import { ROOT } from '../helpers/child.ts'
 
 // Real timers and a real process: whether a timer holds the event loop only shows in a
-// process that has nothing else to do. fetchWithRetry's timers must not (a prefetch nobody
-// waits for); settleWithin's must (a request is waiting for a secret).
+// process that has nothing else to do. An attempt's timeout must not (the provider's socket
+// holds the loop while it runs); the backoff between attempts and settleWithin's bound must
+// (someone may be awaiting the fetch, and nothing else holds the loop then).
 
 const MODULE = pathToFileURL(path.join(ROOT, 'src', 'cache', 'fetch-with-retry.ts')).href
 const SETTLE = pathToFileURL(path.join(ROOT, 'src', 'cache', 'settle-within.ts')).href
@@ -32,17 +33,22 @@ function runChild(body: string): Promise<{ code: number | null; signal: NodeJS.S
   })
 }
 
-test('a fetch waiting out a 60 s Retry-After within its deadline does not keep an otherwise idle process alive', async () => {
+test('a fetch waiting out a Retry-After keeps the process alive until its next attempt: an awaited fetch is never cut off', async () => {
+  // A script awaiting the result (`await interceptor.ready`) with nothing else to do: it must
+  // see the fetch through, not exit with an unsettled await. Bounded: a 1.5 s Retry-After.
   const r = await runChild(`
-const provider = { type: 'throttled', fetch: () => Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 60_000 })) }
-const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 180_000 }
-void fetchWithRetry(provider, 'ref', undefined, policy, undefined, { onRetry: (err, delay) => process.stdout.write('waiting ' + err.code + ' ' + delay + '\\n') }).catch(() => undefined)
+let calls = 0
+const provider = { type: 'throttled', fetch: () => (++calls === 1 ? Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 1_500 })) : Promise.resolve('value-after-wait')) }
+const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 30_000 }
+const started = performance.now()
+await fetchWithRetry(provider, 'ref', undefined, policy, undefined)
+process.stdout.write('fetched after ' + calls + ' calls, ' + Math.round(performance.now() - started) + ' ms\\n')
 `)
   assert.equal(r.signal, null, `the child was still running after ${EXIT_BOUND_MS} ms (stderr: ${r.stderr})`)
-  assert.equal(r.code, 0, r.stderr)
-  // It really was in the Retry-After wait when it exited, not failed fast.
-  assert.match(r.stdout, /^waiting throttled 60000$/m)
-  assert.ok(r.ms < EXIT_BOUND_MS)
+  assert.equal(r.code, 0, `the process exited while the fetch was awaited (stderr: ${r.stderr})`)
+  const m = /^fetched after 2 calls, (\d+) ms$/m.exec(r.stdout)
+  assert.ok(m, `stdout: ${r.stdout}`)
+  assert.ok(Number(m[1]) >= 1_400, `the Retry-After was waited out: ${m[1]} ms`)
 })
 
 test('an attempt that never answers, cut at a 60 s timeoutMs, does not keep an otherwise idle process alive', async () => {
@@ -59,8 +65,9 @@ void fetchWithRetry(provider, 'ref', undefined, policy, undefined).catch(() => u
 test('a request waiting (settleWithin) for a fetch that sleeps out a Retry-After keeps the process alive until its bound, then sees pending', async () => {
   // The shim's case: nothing but the request's own bound holds the loop while the fetch sleeps.
   const r = await runChild(`
-const provider = { type: 'throttled', fetch: () => Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 60_000 })) }
-const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 180_000 }
+let calls = 0
+const provider = { type: 'throttled', fetch: () => (++calls === 1 ? Promise.reject(new ProviderError('throttled', 'slow down', { retryAfterMs: 3_000 })) : Promise.resolve('late')) }
+const policy = { attempts: 3, timeoutMs: 5_000, baseDelayMs: 100, maxDelayMs: 1_000, deadlineMs: 30_000 }
 const started = performance.now()
 const settled = await settleWithin(fetchWithRetry(provider, 'ref', undefined, policy, undefined), 1_500)
 process.stdout.write('request saw ' + settled.state + ' after ' + Math.round(performance.now() - started) + ' ms\\n')
