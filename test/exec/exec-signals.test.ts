@@ -148,7 +148,9 @@ test('a signal after the command exited, while exec drains an in-flight request,
   await e.until('the command to exit with a request in flight', () => e.stdout.includes('exiting') && up.received.slice(received).some((r) => r.url === '/slow'))
   // exec now waits up to 2 s for the request: the signal lands in that window.
   await new Promise((r) => setTimeout(r, 300))
-  e.child.kill('SIGTERM')
+  // Still draining when the signal is sent, or the test would prove nothing.
+  assert.equal(e.child.exitCode, null, 'exec is still running (draining the in-flight request)')
+  assert.ok(e.child.kill('SIGTERM'), 'the signal was delivered')
   assert.equal(await e.closed, 3, e.stderr)
   assert.deepEqual(await readdir(tmp), [])
 })
