@@ -1,3 +1,4 @@
+import net, { type AddressInfo } from 'node:net'
 import { Pool, ProxyAgent, type Dispatcher } from 'undici'
 
 export interface LoadResult {
@@ -58,4 +59,13 @@ export function pool(origin: string, connections: number): Pool {
 
 export function proxyAgent(proxyUrl: string, connections: number): ProxyAgent {
   return new ProxyAgent({ uri: proxyUrl, connections })
+}
+
+/** A port free on 127.0.0.1 right now, for a child that must be told its ports up front. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as AddressInfo).port
+  await new Promise((r) => s.close(r))
+  return port
 }

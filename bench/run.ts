@@ -12,12 +12,12 @@
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import net, { type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
-import { getter, pool, proxyAgent, runLoad, type LoadResult } from './load.ts'
+import { freePort, getter, pool, proxyAgent, runLoad, type LoadResult } from './load.ts'
 import { createBroker } from '../src/daemon.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -35,14 +35,6 @@ async function startUpstream(): Promise<{ server: http.Server; port: number }> {
   server.keepAliveTimeout = 60_000
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   return { server, port: (server.address() as AddressInfo).port }
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
 }
 
 async function startLatchkey(dir: string, upstreamPort: number): Promise<{ proxyUrl: string; stop: () => Promise<void> }> {

@@ -12,10 +12,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from './load.ts'
 import { createTestCa } from '../test/helpers/test-ca.ts'
 import { startAwsServer } from '../test/servers/aws-server.ts'
 import { startAzureServer } from '../test/servers/azure-server.ts'
@@ -39,14 +39,6 @@ interface Setup {
   ref: string
   field?: string
   env: Record<string, string>
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
 }
 
 /** VmRSS and VmHWM of a process, MiB. */
