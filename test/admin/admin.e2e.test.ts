@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 
 const CANARY_A = 'canary-admin-a-2f9e1b7c'
@@ -12,9 +13,7 @@ let noToken: Daemon
 const logs = captureLogs()
 
 const config = (admin: Record<string, unknown>) => ({
-  listen: '127.0.0.1:0',
-  admin: { listen: '127.0.0.1:0', ...admin },
-  log: { level: 'trace' },
+  admin,
   providers: { dev: { type: 'env' } },
   credentials: {
     a: { provider: 'dev', ref: 'CANARY_A', hosts: ['a.example.com'], inject: { type: 'bearer' } },
@@ -25,9 +24,9 @@ const config = (admin: Record<string, unknown>) => ({
 })
 
 before(async () => {
-  const common = { env: { CANARY_A, CANARY_B }, logStream: logs.stream, processMetrics: false, waitReady: true }
-  withToken = await startDaemon({ ...common, config: config({ token: ADMIN_TOKEN }) })
-  noToken = await startDaemon({ ...common, config: config({}) })
+  const common = { env: { CANARY_A, CANARY_B }, logStream: logs.stream }
+  withToken = await startTestDaemon({ ...common, config: config({ token: ADMIN_TOKEN }) })
+  noToken = await startTestDaemon({ ...common, config: config({}) })
 })
 
 after(async () => {

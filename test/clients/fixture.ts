@@ -1,8 +1,9 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
 import { createInterceptor, type Interceptor } from '../../src/intercept/interceptor.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { captureLogs, type LogCapture } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
@@ -53,17 +54,12 @@ export async function startInterceptFixture(): Promise<InterceptFixture> {
   })
   const logs = captureLogs()
   let interceptor: Interceptor | undefined
-  const daemon = await startDaemon(
+  const daemon = await startTestDaemon(
     {
       baseDir: dir,
       env: { LK_TEST_TOKEN: CANARY },
       logStream: logs.stream,
-      processMetrics: false,
-      waitReady: true,
       config: {
-        listen: '127.0.0.1:0',
-        admin: { listen: '127.0.0.1:0' },
-        log: { level: 'trace' },
         upstream: { caFile: 'upstream-ca.pem' },
         egress: 'passthrough',
         intercept: { enabled: true, caDir: 'ca' },

@@ -10,7 +10,8 @@ import path from 'node:path'
 import http, { type IncomingMessage } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, test } from 'node:test'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { startVaultServer, type VaultServer } from '../servers/vault-server.ts'
 
@@ -38,16 +39,11 @@ before(async () => {
   vault = await startVaultServer()
   vault.setSecret('secret/slow', { token: SLOW_CANARY })
   vault.setLatency(VAULT_LATENCY_MS)
-  daemon = await startDaemon({
+  daemon = await startTestDaemon({
     baseDir: dir,
     env: { TOKEN: CANARY },
     logStream: logs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'trace' },
       upstream: { requestTimeout: '60s' },
       providers: { dev: { type: 'env' }, vault: { type: 'vault', address: vault.url, auth: { method: 'token', token: vault.rootToken } } },
       credentials: {

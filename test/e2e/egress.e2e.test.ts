@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { ProxyAgent, request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { rawRequest, statusOf } from '../helpers/raw-http.ts'
 import { createTestCa, type TestCa } from '../helpers/test-ca.ts'
@@ -20,15 +21,10 @@ before(async () => {
   bound = await startUpstream()
   other = await startUpstream()
   otherTls = await startUpstream(await ca.issue(['localhost', '127.0.0.1']))
-  daemon = await startDaemon({
+  daemon = await startTestDaemon({
     env: { TOKEN: CANARY },
     logStream: logs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'trace' },
       egress: 'passthrough',
       providers: { dev: { type: 'env' } },
       credentials: { api: { provider: 'dev', ref: 'TOKEN', hosts: [`127.0.0.1:${bound.port}`], inject: { type: 'bearer' }, insecure: true } },
@@ -85,12 +81,8 @@ test('no egress log line contains the canary', () => {
 })
 
 test('closing the daemon ends open blind tunnels instead of waiting for them', async () => {
-  const d = await startDaemon({
-    env: {},
-    logStream: captureLogs().stream,
-    processMetrics: false,
-    config: { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, egress: 'passthrough' },
-  })
+  // As before the shared helper: no wait for prefetch, the config's default log level.
+  const d = await startTestDaemon({ logStream: captureLogs().stream, waitReady: false, config: { log: { level: 'info' }, egress: 'passthrough' } })
   const { connect } = await import('node:net')
   const u = new URL(d.proxyUrl)
   const socket = connect(Number(u.port), u.hostname)

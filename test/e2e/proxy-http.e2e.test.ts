@@ -7,7 +7,8 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { promisify } from 'node:util'
 import { ProxyAgent, request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { rawRequest, statusOf } from '../helpers/raw-http.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
@@ -28,16 +29,11 @@ before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'latchkey-http-'))
   await writeFile(path.join(dir, 'key'), CANARY_OLD)
   up = await startUpstream()
-  daemon = await startDaemon({
+  daemon = await startTestDaemon({
     baseDir: dir,
     env: { CANARY_KEEP },
     logStream: logs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'trace' },
       cache: { bustCooldown: '50ms' },
       providers: { dev: { type: 'env' }, files: { type: 'file', dir: '.' } },
       credentials: {

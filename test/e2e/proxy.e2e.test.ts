@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { ProxyAgent, request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { rawRequest, statusOf } from '../helpers/raw-http.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
@@ -35,16 +36,12 @@ before(async () => {
   await writeFile(path.join(dir, 'rotating'), CANARY_ROTATING + '-0')
   tls = await startUpstream(await ca.issue(['localhost', '127.0.0.1']))
   plain = await startUpstream()
-  daemon = await startDaemon({
+  daemon = await startTestDaemon({
     baseDir: dir,
     env,
     logStream: logs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0', token: ADMIN_TOKEN },
-      log: { level: 'trace' },
+      admin: { token: ADMIN_TOKEN },
       cache: { bustCooldown: '50ms' },
       upstream: { caFile: 'ca.pem', retryBodyLimit: 1024 },
       egress: 'deny',

@@ -6,8 +6,9 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
 import { createLatchkeyInterceptor } from '../../src/shim/interceptor.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
@@ -64,16 +65,11 @@ before(async () => {
   refusedPort = (probe.address() as net.AddressInfo).port
   await new Promise((r) => probe.close(r))
   const cred = (port: number) => ({ provider: 'dev', ref: 'TOKEN', hosts: [`localhost:${port}`], inject: { type: 'bearer' } })
-  daemon = await startDaemon({
+  daemon = await startTestDaemon({
     baseDir: dir,
     env: { TOKEN: CANARY, NO_PROXY: '*' },
     logStream: logs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'trace' },
       upstream: { caFile: 'ca.pem', requestTimeout: '400ms', connectTimeout: '1s' },
       cache: { fetchTimeout: '5s', fetchAttempts: 1, maxStale: '1s', bustCooldown: '10s' },
       providers: { dev: { type: 'env' }, vault: { type: 'vault', address: vault.url, auth: { method: 'token', token: vault.rootToken } } },

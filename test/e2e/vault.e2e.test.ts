@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { providerE2e, testBinNoCanary, testNoCanaryInLogs, testSharedProviderScenarios, type ProviderCanaries, type ProviderScenarioHooks } from '../helpers/provider-e2e.ts'
@@ -93,16 +94,10 @@ test('Kubernetes auth on a non-default mount: the daemon logs in with the pod to
     k8s.setSecret('secret/app', { token: TOKEN })
     await writeFile(path.join(dir, 'vault-ca.pem'), ca.caPem)
     await writeFile(path.join(dir, 'sa-token'), JWT)
-    daemon = await startDaemon({
+    daemon = await startTestDaemon({
       baseDir: dir,
-      env: {},
       logStream: logs.stream,
-      processMetrics: false,
-      waitReady: true,
       config: {
-        listen: '127.0.0.1:0',
-        admin: { listen: '127.0.0.1:0' },
-        log: { level: 'trace' },
         cache: { ttl: '1h', fetchAttempts: 2, fetchTimeout: '2s' },
         providers: { v: { type: 'vault', address: k8s.url, caFile: './vault-ca.pem', auth: { method: 'kubernetes', role: 'pipeline', jwtFile: './sa-token', mount: 'k8s-pods' } } },
         credentials: { app: { provider: 'v', ref: 'secret/data/app', field: 'token', hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true } },

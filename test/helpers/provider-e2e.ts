@@ -5,8 +5,9 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
 import { exitedWithin, startBin } from './child.ts'
+import { startTestDaemon } from './daemon.ts'
 import { assertNoCanary, captureLogs, type LogCapture } from './log-capture.ts'
 import { startUpstream, type Upstream } from './upstream.ts'
 
@@ -109,7 +110,7 @@ export function providerE2e(name: string, canaries: ProviderCanaries, setup: (di
     const s = await setup(dir)
     up = await recordingUpstream(() => current, canaries.key)
     setupResult = s
-    daemon = await startDaemon({ baseDir: dir, env: s.env ?? {}, logStream: logs.stream, processMetrics: false, waitReady: true, config: daemonConfig(name, s, up.port) })
+    daemon = await startTestDaemon({ baseDir: dir, env: s.env, logStream: logs.stream, config: daemonConfig(name, s, up.port) })
   })
 
   after(async () => {

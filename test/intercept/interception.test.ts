@@ -11,8 +11,9 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import tls from 'node:tls'
 import { ProxyAgent, request } from 'undici'
-import { startDaemon, type Daemon } from '../../src/daemon.ts'
+import type { Daemon } from '../../src/daemon.ts'
 import { createInterceptor, type Interceptor } from '../../src/intercept/interceptor.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { rawRequest, statusOf } from '../helpers/raw-http.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
@@ -50,17 +51,12 @@ before(async () => {
       res.end(JSON.stringify({ path: req.url, host: req.headers.host, auth: req.headers.authorization ? 'set' : 'none', key: req.headers['x-key'] === undefined ? 'none' : 'set' }))
     })
   }
-  daemon = await startDaemon(
+  daemon = await startTestDaemon(
     {
       baseDir: dir,
       env: { TLS_TOKEN: CANARY, IP_TOKEN: CANARY_IP },
       logStream: logs.stream,
-      processMetrics: false,
-      waitReady: true,
       config: {
-        listen: '127.0.0.1:0',
-        admin: { listen: '127.0.0.1:0' },
-        log: { level: 'trace' },
         cache: { bustCooldown: '10ms' },
         upstream: { caFile: 'upstream-ca.pem' },
         egress: 'deny',
@@ -294,17 +290,11 @@ test('an upstream 401 after rotation inside the tunnel is answered by a replay w
   await writeFile(path.join(rotDir, 'key'), CANARY_OLD)
   const rot = await startUpstream(await testCa.issue(['localhost']))
   rot.requireHeader('x-key', CANARY_NEW)
-  const d = await startDaemon(
+  const d = await startTestDaemon(
     {
       baseDir: rotDir,
-      env: {},
       logStream: logs.stream,
-      processMetrics: false,
-      waitReady: true,
       config: {
-        listen: '127.0.0.1:0',
-        admin: { listen: '127.0.0.1:0' },
-        log: { level: 'trace' },
         cache: { bustCooldown: '10ms' },
         upstream: { caFile: 'upstream-ca.pem' },
         intercept: { enabled: true, caDir: 'ca' },

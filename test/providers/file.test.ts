@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
-import { startDaemon } from '../../src/daemon.ts'
 import { ProviderError } from '../../src/errors.ts'
 import { fileProvider } from '../../src/providers/file.ts'
 import type { SecretProvider } from '../../src/providers/provider.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { startUpstream } from '../helpers/upstream.ts'
 
@@ -160,15 +160,9 @@ test('through the daemon, a ..data swap is picked up by a bust after an upstream
   await symlink('..data/token', path.join(k8s, 'token'))
   const up = await startUpstream()
   const daemonLogs = captureLogs()
-  const d = await startDaemon({
-    env: {},
+  const d = await startTestDaemon({
     logStream: daemonLogs.stream,
-    processMetrics: false,
-    waitReady: true,
     config: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'trace' },
       cache: { bustCooldown: '10ms' },
       providers: { mounted: { type: 'file', dir: k8s } },
       credentials: { k: { provider: 'mounted', ref: 'token', hosts: [`127.0.0.1:${up.port}`], inject: { type: 'bearer' }, insecure: true, ttl: '300ms' } },
