@@ -185,6 +185,9 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       issues.push({ path: `${at}.inject`, message: (err as Error).message })
     }
     if (c.insecure) warnings.push(`credential ${name} has insecure: true: it may be sent over plain http (loopback and dev only)`)
+    // The forward proxy sends a credentialed http:// request for port 80 over TLS to 443, so
+    // without insecure such a pattern matches only TLS spoken on port 80: almost always a slip.
+    else for (const p of patterns) if (p.port === 80) warnings.push(`credential ${name}: host pattern ${p.source} names port 80, but credentialed http:// requests go over TLS to port 443; write the host without :80 (or set insecure: true for plain http)`)
     if (!injector) continue
     credentials[name] = Object.freeze({
       name,

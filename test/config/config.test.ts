@@ -195,6 +195,22 @@ test('a credential bound to a plain-http route is refused unless it says insecur
   assert.ok(allowed.config.warnings.some((w) => /insecure/.test(w)), 'the loader warns about insecure credentials')
 })
 
+test('a host pattern on port 80 without insecure: true is warned about (the forward proxy upgrades it to TLS on 443); with insecure it is not', () => {
+  const raw = {
+    providers: { dev: { type: 'env' } },
+    credentials: { api: { provider: 'dev', ref: 'A', hosts: ['api.example.com:80', 'other.example.com'], inject: { type: 'bearer' } } },
+  }
+  const r = validateConfig(raw, opts())
+  assert.ok(r.ok)
+  assert.deepEqual(
+    r.config.warnings.filter((w) => /port 80/.test(w)),
+    ['credential api: host pattern api.example.com:80 names port 80, but credentialed http:// requests go over TLS to port 443; write the host without :80 (or set insecure: true for plain http)'],
+  )
+  const plain = validateConfig({ ...raw, credentials: { api: { ...raw.credentials.api, insecure: true } } }, opts())
+  assert.ok(plain.ok)
+  assert.ok(!plain.config.warnings.some((w) => /port 80/.test(w)))
+})
+
 test('route upstreams with userinfo, query or a non-http scheme are refused', () => {
   const r = validateConfig({ routes: { a: { upstream: 'https://u:p@x.example' }, b: { upstream: 'https://x.example/?q=1' }, c: { upstream: 'ftp://x.example' }, d: { upstream: 'not a url' } } }, opts())
   assert.equal(r.ok, false)
