@@ -13,6 +13,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const PAGES: ReadonlyArray<{ heading: string; page: string }> = [
   { heading: 'Use it from Python / curl / Node', page: 'docs/clients.md' },
   { heading: 'Kubernetes', page: 'docs/kubernetes.md' },
+  { heading: 'Logging and redaction', page: 'docs/redaction.md' },
 ]
 
 /** The README's `## heading` section, up to the next `## `, trailing blank lines dropped. */
