@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
-import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/proxy/credential-matcher.ts'
-import { normalizeHost, parseHostPattern, patternsOverlap, type HostPattern } from '../src/proxy/host-pattern.ts'
+import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/binding/credential-matcher.ts'
+import { normalizeHost, parseHostPattern, patternsOverlap, type HostPattern } from '../src/binding/host-pattern.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Reference model: written from design.md, not from the implementation. Hosts are compared as

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/proxy/credential-matcher.ts'
-import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, splitHostPort, type HostPattern } from '../src/proxy/host-pattern.ts'
+import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/binding/credential-matcher.ts'
+import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, splitHostPort, type HostPattern } from '../src/binding/host-pattern.ts'
 
 function pattern(text: string): HostPattern {
   const r = parseHostPattern(text)

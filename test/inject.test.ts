@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { LatchkeyError } from '../src/errors.ts'
-import { compileInjector, type InjectSpec } from '../src/proxy/inject.ts'
+import { compileInjector, type InjectSpec } from '../src/inject/render.ts'
 
 const CANARY = 'canary-7f3a9c1e-secret'
 

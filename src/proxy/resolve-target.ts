@@ -1,8 +1,8 @@
 import type { IncomingMessage } from 'node:http'
 import type { CompiledCredential, CompiledRoute, Config } from '../config/load.ts'
 import type { ErrorCode } from '../errors.ts'
-import { CredentialMatcher } from './credential-matcher.ts'
-import { normalizeHost, patternMatches, splitHostPort } from './host-pattern.ts'
+import { CredentialMatcher } from '../binding/credential-matcher.ts'
+import { normalizeHost, patternMatches, splitHostPort } from '../binding/host-pattern.ts'
 import { isLinkLocal } from './upstream.ts'
 
 /** Where a request goes, decided before anything is sent. */

@@ -6,9 +6,9 @@ import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
 import { compileConfig } from '../config/load.ts'
 import { createBroker, isCompiledConfig, type Broker } from '../daemon.ts'
-import { normalizeHost } from '../proxy/host-pattern.ts'
-import { hasHeader } from './header-list.ts'
-import { InjectedRequest, type ShimDeps } from './inject-handler.ts'
+import { normalizeHost } from '../binding/host-pattern.ts'
+import { hasHeader } from '../inject/header-list.ts'
+import { InjectedRequest, type ShimDeps } from '../inject/inject-step.ts'
 
 export interface LatchkeyInterceptorOptions {
   /**
