@@ -26,6 +26,12 @@ export const ERROR_CODES = {
   upstream_tls_error: { status: 502, description: 'TLS to the upstream failed (certificate not trusted or not valid for the bound host name).' },
   upstream_timeout: { status: 504, description: 'The upstream did not answer within `upstream.connectTimeout` / `upstream.requestTimeout`.' },
   upstream_error: { status: 502, description: 'The upstream connection failed while the request was in flight.' },
+  client_closed: { status: 499, description: 'The client went away before the response was complete; the upstream request is aborted. Logged only, never sent.' },
+  // TLS interception refusals (logged as `intercept_refused`; the handshake fails, nothing is sent)
+  intercept_sni_mismatch: { status: 400, description: 'The client\'s TLS SNI inside an intercepted tunnel names another host than the CONNECT.' },
+  intercept_sni_missing: { status: 400, description: 'The client sent no TLS SNI inside an intercepted tunnel to a DNS name.' },
+  intercept_no_alpn_protocol: { status: 400, description: 'The client offered no ALPN protocol latchkey speaks inside a tunnel (only http/1.1).' },
+  intercept_handshake_failed: { status: 400, description: 'The TLS handshake inside an intercepted tunnel failed (usually: the client does not trust the latchkey CA).' },
   // Admin listener
   admin_unauthorized: { status: 401, description: 'Missing or wrong admin bearer token.' },
   admin_disabled: { status: 403, description: 'The mutating admin API is disabled because no admin token is configured.' },
@@ -107,3 +113,11 @@ export class ConfigError extends LatchkeyError {
     this.issues = issues
   }
 }
+
+/**
+ * One factory per code (fastify's `createError` shape): `errors.secret_unavailable('...')`
+ * carries the registry's status; a caller cannot invent a code or pick another status.
+ */
+export const errors = Object.freeze(
+  Object.fromEntries(Object.keys(ERROR_CODES).map((code) => [code, (message: string, options?: { cause?: unknown }) => new LatchkeyError(code as ErrorCode, message, options)])),
+) as { readonly [C in ErrorCode]: (message: string, options?: { cause?: unknown }) => LatchkeyError }

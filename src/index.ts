@@ -7,7 +7,8 @@
  * - `startDaemon(options)`: the proxy and admin listeners, as `latchkey run` starts them.
  */
 export { createLatchkeyInterceptor, type LatchkeyInterceptor, type LatchkeyInterceptorOptions } from './shim/interceptor.ts'
-export { createBroker, startDaemon, type Broker, type Daemon, type DaemonOptions } from './daemon.ts'
+export { createBroker, type Broker } from './broker.ts'
+export { startDaemon, type Daemon, type DaemonOptions } from './daemon.ts'
 export { createInterceptor, type Interceptor } from './intercept/interceptor.ts'
 export { compileConfig, loadConfigFile, validateConfig, type Config, type LoadResult } from './config/load.ts'
 export { configFromEnv } from './config/env-mode.ts'

@@ -1,5 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
+type CounterChild = ReturnType<Counter<string>['labels']>
+type HistogramChild = ReturnType<Histogram<string>['labels']>
+
 /**
  * Every metric latchkey exports, on its own registry (never the global one, so an
  * embedding app's metrics and ours do not collide). Names are prefixed `latchkey_`.
@@ -35,7 +38,45 @@ export class Metrics {
   readonly busts = new Counter({ name: 'latchkey_busts_total', help: 'Upstream 401/403 answers to injected requests, by result', labelNames: ['credential', 'result'] as const, registers: [this.registry] })
   readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
 
+  // Label children bound on first use and kept: the request path does no label hashing.
+  readonly #requestChildren = new Map<string, Map<string, CounterChild>>()
+  readonly #durationChildren = new Map<string, HistogramChild>()
+  readonly #denialChildren = new Map<string, CounterChild>()
+  readonly #injectionChildren = new Map<string, CounterChild>()
+
+  /** `latchkey_requests_total{mode, outcome}` + 1. */
+  countRequest(mode: string, outcome: string): void {
+    let byOutcome = this.#requestChildren.get(mode)
+    if (byOutcome === undefined) this.#requestChildren.set(mode, (byOutcome = new Map()))
+    let child = byOutcome.get(outcome)
+    if (child === undefined) byOutcome.set(outcome, (child = this.requests.labels({ mode, outcome })))
+    child.inc()
+  }
+
+  /** `latchkey_request_duration_seconds{mode}`. */
+  observeDuration(mode: string, seconds: number): void {
+    let child = this.#durationChildren.get(mode)
+    if (child === undefined) this.#durationChildren.set(mode, (child = this.requestDuration.labels({ mode })))
+    child.observe(seconds)
+  }
+
+  /** `latchkey_denials_total{code}` + 1. */
+  countDenial(code: string): void {
+    bound(this.#denialChildren, this.denials, 'code', code).inc()
+  }
+
+  /** `latchkey_injections_total{credential}` + 1. */
+  countInjection(credential: string): void {
+    bound(this.#injectionChildren, this.injections, 'credential', credential).inc()
+  }
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_' })
   }
+}
+
+function bound(children: Map<string, CounterChild>, counter: Counter<string>, label: string, value: string): CounterChild {
+  let child = children.get(value)
+  if (child === undefined) children.set(value, (child = counter.labels({ [label]: value })))
+  return child
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { Writable } from 'node:stream'
 import type { CompiledCredential, Config } from '../config/load.ts'
-import { createBroker } from '../daemon.ts'
+import { createBroker } from '../broker.ts'
 import { normalizeHost } from '../binding/host-pattern.ts'
 import { ERROR_CODES, ProviderError } from '../errors.ts'
 import { isRefusal, TargetResolver, type Resolution } from '../proxy/resolve-target.ts'

@@ -28,8 +28,22 @@ function* pairs(headers: Headers): Generator<[string, string]> {
   }
 }
 
+/** A flat `[name, value, ...]` list of strings (what the daemon builds): read without a generator. */
+function isFlat(headers: Headers): headers is string[] {
+  return Array.isArray(headers) && (headers.length === 0 || typeof headers[0] === 'string')
+}
+
+/** Same field name, ignoring case; the length is compared first so most names cost no lowercasing. */
+function sameName(name: string, lowerName: string): boolean {
+  return name.length === lowerName.length && (name === lowerName || name.toLowerCase() === lowerName)
+}
+
 /** Whether the request carries a header (name in lowercase). */
 export function hasHeader(headers: Headers, lowerName: string): boolean {
+  if (isFlat(headers)) {
+    for (let i = 0; i < headers.length; i += 2) if (sameName(headers[i] as string, lowerName)) return true
+    return false
+  }
   for (const [name] of pairs(headers)) if (name.toLowerCase() === lowerName) return true
   return false
 }
@@ -37,6 +51,14 @@ export function hasHeader(headers: Headers, lowerName: string): boolean {
 /** The headers with every field called `lowerName` replaced by one `name: value`. */
 export function withHeader(headers: Headers, lowerName: string, value: string): string[] {
   const out: string[] = []
+  if (isFlat(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i] as string
+      if (!sameName(name, lowerName)) out.push(name, headers[i + 1] as string)
+    }
+    out.push(lowerName, value)
+    return out
+  }
   for (const [name, v] of pairs(headers)) if (name.toLowerCase() !== lowerName) out.push(name, v)
   out.push(lowerName, value)
   return out

@@ -6,27 +6,62 @@ import type { Metrics } from '../admin/metrics.ts'
 import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
 import { settleWithin } from '../cache/settle-within.ts'
 import type { CompiledCredential } from '../config/load.ts'
-import { LatchkeyError } from '../errors.ts'
-import { withHeader } from './header-list.ts'
+import { errors } from '../errors.ts'
+import type { Exchange, ExchangeOptions } from '../observe/request-record.ts'
+import { hasHeader, withHeader } from './header-list.ts'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
 
-/** What an injected request needs from the broker; built once per interceptor. */
-export interface ShimDeps {
+/** A request's record inside the pipeline: what was observed, plus the credential bound to its destination. */
+export interface BoundExchange extends Exchange {
+  readonly binding: CompiledCredential | undefined
+}
+
+/** What the inject step needs from the broker; built once per pipeline. */
+export interface InjectDeps {
   readonly cache: SecretCache
   readonly logger: Logger
   readonly metrics: Metrics
-  /** Bodies up to this size (string / Buffer) are replayed after a bust; streams never are. */
+  /** Bodies up to this size (none, a string or bytes) are replayed after a bust; streams never are. */
   readonly retryBodyLimit: number
   /** Bound on waiting for the secret manager: the first fetch and a refetch after 401/403 share it. */
   readonly requestTimeoutMs: number
 }
 
 /**
- * The controller the application's handler holds for the whole request. A replay is a
- * second dispatch with its own controller; this one always acts on the current attempt,
- * so a pause, resume or abort from the application never targets a finished connection.
+ * The injection step (`dispatch => dispatch`, as undici's own interceptors). For a request
+ * whose record names a credential: keep a client-sent header when `overwrite` is false;
+ * otherwise wait (bounded) for the secret, send it as the rendered header, and on 401/403
+ * bust the secret and — when the value changed and the body is replayable — send once more,
+ * the outer handler seeing only the second response. Requests without a credential pass on.
+ */
+export function injectStep(deps: InjectDeps): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) =>
+    function inject(opts, handler) {
+      const ex = (opts as ExchangeOptions).exchange as BoundExchange
+      const credential = ex.binding
+      if (credential === undefined) return dispatch(opts, handler)
+      if (!credential.injector.overwrite && hasHeader(opts.headers, credential.injector.headerName)) {
+        ex.outcome = 'client_header_kept'
+        return dispatch(opts, handler)
+      }
+      return new InjectedRequest(deps, dispatch, opts, handler, credential, ex).start()
+    }
+}
+
+/** A body that can be sent twice: none, or a string / bytes within the limit. Streams, iterables and forms are sent once. */
+export function replayableBody(body: unknown, limit: number): boolean {
+  if (body === undefined || body === null) return true
+  if (typeof body === 'string') return Buffer.byteLength(body) <= limit
+  if (body instanceof Uint8Array) return body.byteLength <= limit
+  return false
+}
+
+/**
+ * The controller the outer handler holds for the whole request. A replay is a second
+ * dispatch with its own controller; this one always acts on the current attempt, so a
+ * pause, resume or abort from outside never targets a finished connection.
  */
 class StableController implements Controller {
   #target: Controller | undefined
@@ -86,59 +121,54 @@ interface Held {
   error: Error | undefined
 }
 
-type Outcome = 'injected' | 'replayed' | 'error'
-
-/**
- * One request to a bound host, seen from the shim: fetch the secret (cache), dispatch with
- * the header, and on 401/403 bust the secret and — when the value changed and the body is
- * replayable — dispatch once more with the new value, the application seeing only the
- * second response. Otherwise the application gets the upstream's answer unchanged.
- */
-export class InjectedRequest {
-  readonly #deps: ShimDeps
+/** One injected request: up to two attempts (the second only after a bust), one outer handler. */
+class InjectedRequest {
+  readonly #deps: InjectDeps
   readonly #dispatch: Dispatcher.Dispatch
   readonly #opts: Dispatcher.DispatchOptions
   readonly #handler: Handler
   readonly #credential: CompiledCredential
-  readonly #host: string
-  readonly #replayable: boolean
-  readonly #proxy: StableController
-  readonly #started = performance.now()
-  #downstreamStarted = false
+  readonly #ex: BoundExchange
+  readonly #proxy = new StableController()
   #finished = false
   #used: Resolved | undefined
-  #outcome: Outcome = 'injected'
-  #status = 0
 
-  constructor(deps: ShimDeps, dispatch: Dispatcher.Dispatch, opts: Dispatcher.DispatchOptions, handler: Handler, credential: CompiledCredential, host: string) {
+  constructor(deps: InjectDeps, dispatch: Dispatcher.Dispatch, opts: Dispatcher.DispatchOptions, handler: Handler, credential: CompiledCredential, ex: BoundExchange) {
     this.#deps = deps
     this.#dispatch = dispatch
     this.#opts = opts
     this.#handler = handler
     this.#credential = credential
-    this.#host = host
-    this.#replayable = replayableBody(opts.body, deps.retryBodyLimit)
-    this.#proxy = new StableController()
+    this.#ex = ex
   }
 
-  /** Dispatch once the secret is known. Returns true: the caller never has to wait for a drain. */
+  /** Dispatch now on a cache hit, else once the secret is known. Returns true: the caller never waits for a drain. */
   start(): boolean {
+    // Started before the secret is awaited, so the outer handler can abort while it is.
+    this.#handler.onRequestStart?.(this.#proxy, {})
+    const hit = this.#deps.cache.peek(this.#credential)
+    if (hit !== undefined) {
+      this.#first(hit)
+      return true
+    }
     this.#secret().then(
-      (resolved) => {
-        if (this.#proxy.aborted) return this.#fail(this.#proxy.reason ?? new Error('aborted'))
-        this.#used = resolved
-        this.#deps.metrics.injections.inc({ credential: this.#credential.name })
-        this.#send(1, resolved.headerValue)
-      },
+      (resolved) => this.#first(resolved),
       (err: unknown) => this.#fail(err instanceof Error ? err : new Error(String(err))),
     )
     return true
   }
 
-  #send(attempt: 1 | 2, headerValue: string): void {
+  #first(resolved: Resolved): void {
+    if (this.#proxy.aborted) return this.#fail(this.#proxy.reason ?? new Error('aborted'))
+    this.#used = resolved
+    this.#deps.metrics.countInjection(this.#credential.name)
+    this.#send(new Attempt(this, 1), resolved.headerValue)
+  }
+
+  #send(attempt: Attempt, headerValue: string): void {
     const opts = { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
     try {
-      this.#dispatch(opts, new Attempt(this, attempt))
+      this.#dispatch(opts, attempt)
     } catch (err) {
       this.#fail(err as Error)
     }
@@ -148,21 +178,18 @@ export class InjectedRequest {
     const settled = await settleWithin(this.#deps.cache.get(this.#credential), this.#deps.requestTimeoutMs)
     if (settled.state === 'fulfilled') return settled.value
     if (settled.state === 'rejected') throw settled.reason
-    throw new LatchkeyError('secret_unavailable', `credential ${this.#credential.name} is unavailable (provider_timeout)`)
+    throw errors.secret_unavailable(`credential ${this.#credential.name} is unavailable (provider_timeout)`)
   }
 
   // Called by the attempts.
 
-  /** The application aborted the request. */
+  /** The outer handler aborted the request. */
   get aborted(): boolean {
     return this.#proxy.aborted
   }
 
-  requestStart(controller: Controller, context: unknown): void {
+  requestStart(controller: Controller): void {
     this.#proxy.target = controller
-    if (this.#downstreamStarted) return
-    this.#downstreamStarted = true
-    this.#handler.onRequestStart?.(this.#proxy, context)
   }
 
   upgrade(statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
@@ -171,17 +198,16 @@ export class InjectedRequest {
 
   /** True when the attempt must hold this response back and call `decide` later. */
   responseStart(attempt: Attempt, statusCode: number, headers: IncomingHttpHeaders, statusMessage: string | undefined): boolean {
-    if (statusCode >= 200) this.#status = statusCode
     const refused = statusCode === 401 || statusCode === 403
     if (refused && attempt.n === 1 && this.#used) {
       const bust = this.#deps.cache.bust(this.#credential, this.#used.secret)
-      if (this.#replayable && !this.#proxy.aborted) {
+      if (replayableBody(this.#opts.body, this.#deps.retryBodyLimit) && !this.#proxy.aborted) {
         // Held (paused, chunks buffered) at most for what is left of the request's budget;
         // then delivered unchanged while the refetch goes on for later requests.
-        void settleWithin(bust, this.#deps.requestTimeoutMs - (performance.now() - this.#started)).then((settled) => {
+        void settleWithin(bust, this.#deps.requestTimeoutMs - (performance.now() - this.#ex.started)).then((settled) => {
           if (settled.state === 'pending') {
             this.#deps.logger.info(
-              { event: 'bust_timeout', mode: 'shim', credential: this.#credential.name, host: this.#host },
+              { event: 'bust_timeout', mode: this.#ex.mode, credential: this.#credential.name, host: this.#ex.host },
               "the refetch after the upstream's refusal did not finish within requestTimeout; returning the upstream's answer",
             )
           }
@@ -202,7 +228,7 @@ export class InjectedRequest {
 
   end(trailers: IncomingHttpHeaders): void {
     if (this.#finished) return
-    this.#finish()
+    this.#finished = true
     this.#handler.onResponseEnd?.(this.#proxy, trailers)
   }
 
@@ -216,13 +242,14 @@ export class InjectedRequest {
     if (fresh && !this.#proxy.aborted) {
       attempt.superseded = true
       if (!held.ended && held.error === undefined) attempt.controller?.abort(new Error('superseded by a replay with a refreshed credential'))
-      this.#outcome = 'replayed'
+      this.#ex.outcome = 'replayed'
       this.#used = fresh
       this.#deps.metrics.replays.inc({ credential: this.#credential.name })
-      this.#deps.logger.info({ event: 'replay', mode: 'shim', credential: this.#credential.name, host: this.#host, status: held.statusCode }, 'replaying with the refreshed credential')
-      this.#send(2, fresh.headerValue)
+      this.#deps.logger.info({ event: 'replay', mode: this.#ex.mode, credential: this.#credential.name, host: this.#ex.host, status: held.statusCode }, 'replaying with the refreshed credential')
+      this.#send(new Attempt(this, 2), fresh.headerValue)
       return
     }
+    if (this.#proxy.aborted) return this.#fail(this.#proxy.reason ?? new Error('aborted'))
     // No replay: hand over the held response as it came.
     attempt.held = undefined
     this.#handler.onResponseStart?.(this.#proxy, held.statusCode, held.headers, held.statusMessage)
@@ -234,36 +261,8 @@ export class InjectedRequest {
 
   #fail(err: Error): void {
     if (this.#finished) return
-    this.#outcome = 'error'
-    this.#finish(err)
-    if (!this.#downstreamStarted) {
-      this.#downstreamStarted = true
-      this.#handler.onRequestStart?.(this.#proxy, {})
-    }
-    this.#handler.onResponseError?.(this.#proxy, err)
-  }
-
-  #finish(err?: Error): void {
     this.#finished = true
-    const seconds = (performance.now() - this.#started) / 1000
-    this.#deps.metrics.requests.inc({ mode: 'shim', outcome: this.#outcome })
-    this.#deps.metrics.requestDuration.observe({ mode: 'shim' }, seconds)
-    const code = err instanceof LatchkeyError ? err.code : err ? ((err as { code?: string }).code ?? 'upstream_error') : undefined
-    this.#deps.logger.info(
-      {
-        event: 'request',
-        mode: 'shim',
-        method: this.#opts.method,
-        credential: this.#credential.name,
-        host: this.#host,
-        path: this.#opts.path.split('?')[0],
-        status: this.#status,
-        durationMs: Math.round(seconds * 10_000) / 10,
-        outcome: this.#outcome,
-        code,
-      },
-      'request',
-    )
+    this.#handler.onResponseError?.(this.#proxy, err)
   }
 }
 
@@ -280,9 +279,9 @@ class Attempt implements Handler {
     this.n = n
   }
 
-  onRequestStart(controller: Controller, context: unknown): void {
+  onRequestStart(controller: Controller): void {
     this.controller = controller
-    this.#req.requestStart(controller, context)
+    this.#req.requestStart(controller)
   }
 
   onRequestUpgrade(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
@@ -313,16 +312,8 @@ class Attempt implements Handler {
 
   onResponseError(_controller: Controller, err: Error): void {
     if (this.superseded) return
-    // An abort by the application ends the request now; any other error waits for the bust decision.
+    // An abort from outside ends the request now; any other error waits for the bust decision.
     if (this.held && this.held.error === undefined && !this.#req.aborted) this.held.error = err
     else this.#req.error(err)
   }
-}
-
-/** A body that can be sent twice: none, or a string / bytes within the limit. Streams, iterables and forms are sent once. */
-export function replayableBody(body: unknown, limit: number): boolean {
-  if (body === undefined || body === null) return true
-  if (typeof body === 'string') return Buffer.byteLength(body) <= limit
-  if (body instanceof Uint8Array) return body.byteLength <= limit
-  return false
 }

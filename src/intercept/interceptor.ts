@@ -3,12 +3,12 @@ import { isIP, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
 import type { CompiledCredential } from '../config/load.ts'
-import type { Broker } from '../daemon.ts'
+import type { Broker } from '../broker.ts'
 import type { ErrorCode } from '../errors.ts'
 import type { Forwarder } from '../proxy/forward.ts'
 import { normalizeHost, splitHostPort } from '../binding/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
-import { DUPLICATE_HOST, hasDuplicateHost } from '../proxy/resolve-target.ts'
+import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget } from '../proxy/resolve-target.ts'
 import { sendError, sendSocketError } from '../proxy/respond.ts'
 import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
@@ -54,7 +54,7 @@ const TUNNEL_KEEP_ALIVE_MS = 30_000
  * nothing reaches the upstream, and there is no fallback to a blind tunnel.
  */
 export async function createInterceptor(broker: Broker, forwarder: Forwarder): Promise<Interceptor> {
-  const { config, logger, resolver, metrics } = broker
+  const { config, logger, metrics } = broker
   const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl })
   for (const w of loaded.warnings) logger.warn({ event: 'intercept_ca_warning' }, w)
   logger.info({ event: 'intercept_ca', created: loaded.created, certFile: loaded.files.certFile, bundleFile: loaded.files.bundleFile, notAfter: loaded.ca.notAfter.toISOString() }, loaded.created ? 'created the interception CA' : 'loaded the interception CA')
@@ -88,10 +88,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
       refuse(res, t, req.method, path.code, path.message)
       return
     }
-    forwarder.handle(req, res, resolver.intercepted(t.host, t.port, t.credential, path)).catch((err: unknown) => {
-      logger.error({ event: 'internal_error', err }, 'unexpected error while forwarding an intercepted request')
-      res.destroy()
-    })
+    forwarder.handle(req, res, interceptedTarget(t.host, t.port, t.credential, path))
   })
   inner.keepAliveTimeout = TUNNEL_KEEP_ALIVE_MS
   // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.

@@ -49,10 +49,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
       sendError(res, target.code, target.message)
       return
     }
-    o.forwarder.handle(req, res, target).catch((err: unknown) => {
-      o.logger.error({ event: 'internal_error', err }, 'unexpected error while proxying')
-      res.destroy()
-    })
+    o.forwarder.handle(req, res, target)
   })
 
   const open = new Set<Duplex>()

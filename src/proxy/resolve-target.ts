@@ -133,14 +133,12 @@ export class TargetResolver {
   }
 
   #target(mode: Target['mode'], scheme: 'http' | 'https', host: string, port: number, path: string, credential: CompiledCredential | undefined): Target {
-    const defaultPort = scheme === 'https' ? 443 : 80
-    const authority = port === defaultPort ? host : `${host}:${port}`
-    return { mode, origin: `${scheme}://${host}:${port}`, path, hostHeader: authority, host: `${host}:${port}`, credential, passthrough: credential === undefined, route: undefined }
+    return targetOf(mode, scheme, host, port, path, credential)
   }
 
   /** A decrypted request inside an intercepted tunnel to host:port. */
   intercepted(host: string, port: number, credential: CompiledCredential, path: string): Target {
-    return this.#target('intercept', 'https', host, port, path, credential)
+    return interceptedTarget(host, port, credential, path)
   }
 
   connect(authority: string): ConnectDecision {
@@ -165,6 +163,17 @@ export class TargetResolver {
   #boundOnAnyPort(host: string): boolean {
     return this.#credentials.some((c) => c.patterns.some((p) => patternMatches({ ...p, port: '*' }, host, 0, true)))
   }
+}
+
+function targetOf(mode: Target['mode'], scheme: 'http' | 'https', host: string, port: number, path: string, credential: CompiledCredential | undefined): Target {
+  const defaultPort = scheme === 'https' ? 443 : 80
+  const authority = port === defaultPort ? host : `${host}:${port}`
+  return { mode, origin: `${scheme}://${host}:${port}`, path, hostHeader: authority, host: `${host}:${port}`, credential, passthrough: credential === undefined, route: undefined }
+}
+
+/** A decrypted request inside an intercepted tunnel to host:port (the tunnel fixed its destination and credential). */
+export function interceptedTarget(host: string, port: number, credential: CompiledCredential, path: string): Target {
+  return targetOf('intercept', 'https', host, port, path, credential)
 }
 
 /**

@@ -5,10 +5,10 @@ import { Agent, type Dispatcher } from 'undici'
 import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
 import { compileConfig } from '../config/load.ts'
-import { createBroker, isCompiledConfig, type Broker } from '../daemon.ts'
 import { normalizeHost } from '../binding/host-pattern.ts'
-import { hasHeader } from '../inject/header-list.ts'
-import { InjectedRequest, type ShimDeps } from '../inject/inject-step.ts'
+import { createBroker, isCompiledConfig, type Broker } from '../broker.ts'
+import { createPipeline, RequestExchange } from '../inject/pipeline.ts'
+import type { ExchangeOptions } from '../observe/request-record.ts'
 
 export interface LatchkeyInterceptorOptions {
   /**
@@ -45,6 +45,8 @@ interface Destination {
   readonly host: string
   readonly port: number
   readonly tls: boolean
+  /** host:port, for the request's record. */
+  readonly hostPort: string
 }
 
 /** Distinct origins remembered; origins come from the application, so the memo is bounded. */
@@ -82,13 +84,11 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
       })
   const target = options.dispatcher ?? (own as Agent)
   const toBound: Dispatcher.Dispatch = target.dispatch.bind(target)
-  const deps: ShimDeps = {
-    cache: broker.cache,
-    logger: broker.logger,
-    metrics: broker.metrics,
-    retryBodyLimit: upstream.retryBodyLimit,
-    requestTimeoutMs: upstream.requestTimeout,
-  }
+  // The same pipeline as the daemon's, ending in latchkey's agent (or the one given).
+  const pipeline = createPipeline(
+    { cache: broker.cache, logger: broker.logger, metrics: broker.metrics, retryBodyLimit: upstream.retryBodyLimit, requestTimeoutMs: upstream.requestTimeout },
+    toBound,
+  )
   const origins = new LRUCache<string, Destination | false>({ max: ORIGIN_MEMO_MAX })
   const destination = (origin: string | URL | undefined): Destination | undefined => {
     if (origin === undefined) return undefined
@@ -104,13 +104,11 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
   const interceptor = (dispatch: Dispatcher.Dispatch): Dispatcher.Dispatch =>
     function latchkeyInterceptor(opts, handler) {
       const d = destination(opts.origin)
-      const credential = d ? broker.resolver.match(d.host, d.port, d.tls) : undefined
+      const credential = d ? broker.binding.match(d.host, d.port, d.tls) : undefined
       if (!d || !credential) return dispatch(opts, handler)
-      if (!credential.injector.overwrite && hasHeader(opts.headers, credential.injector.headerName)) {
-        broker.metrics.requests.inc({ mode: 'shim', outcome: 'client_header_kept' })
-        return toBound(opts, handler)
-      }
-      return new InjectedRequest(deps, toBound, opts, handler, credential, `${d.host}:${d.port}`).start()
+      const exchange = new RequestExchange('shim', credential, d.hostPort, undefined, opts.method, opts.path)
+      const withExchange: ExchangeOptions = { ...opts, exchange }
+      return pipeline(withExchange, handler)
     }
 
   const ready = options.prefetch === false ? Promise.resolve() : broker.prefetch()
@@ -136,5 +134,6 @@ function parseOrigin(origin: string): Destination | undefined {
   if (!tls && u.protocol !== 'http:') return undefined
   const host = normalizeHost(u.hostname)
   if (!host) return undefined
-  return { host, port: u.port ? Number(u.port) : tls ? 443 : 80, tls }
+  const port = u.port ? Number(u.port) : tls ? 443 : 80
+  return { host, port, tls, hostPort: `${host}:${port}` }
 }

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, mock, test } from 'node:test'
-import { createBroker, type Broker } from '../../src/daemon.ts'
+import { createBroker, type Broker } from '../../src/broker.ts'
 import { Scrubber } from '../../src/redact/scrubber.ts'
 import { captureLogs } from '../helpers/log-capture.ts'
 

@@ -1,0 +1,179 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
+import type { Metrics } from '../admin/metrics.ts'
+import { errors, type LatchkeyError } from '../errors.ts'
+
+type Controller = Dispatcher.DispatchController
+type Handler = Dispatcher.DispatchHandler
+
+export type Mode = 'route' | 'forward' | 'intercept' | 'shim'
+export type Outcome = 'injected' | 'passthrough' | 'replayed' | 'client_header_kept' | 'error'
+
+/**
+ * What one request through the pipeline did, filled in by the steps and written out once
+ * (one log line, one set of metrics) when the response ends or fails. Created by the edge
+ * (daemon) or the shim, carried on the dispatch options as `exchange`.
+ */
+export interface Exchange {
+  readonly mode: Mode
+  /** The bound credential's name, for logs and metric labels. */
+  readonly credentialName: string | undefined
+  /** host:port as matched. */
+  readonly host: string
+  readonly route: string | undefined
+  readonly method: string
+  /** Path and query sent upstream (the query is cut before logging). */
+  readonly path: string
+  /** performance.now() at arrival. */
+  readonly started: number
+  outcome: Outcome
+  status: number
+  /** Set once the request failed: always a registry error. */
+  failure: LatchkeyError | undefined
+}
+
+/** Dispatch options inside the pipeline: undici's, plus the request's record. */
+export interface ExchangeOptions extends Dispatcher.DispatchOptions {
+  readonly exchange: Exchange
+}
+
+export interface ObserveOptions {
+  readonly logger: Logger
+  readonly metrics: Metrics
+  /** Turns a transport error into the registry error that is logged and answered. */
+  readonly classify: (err: Error, exchange: Exchange) => LatchkeyError
+}
+
+/**
+ * The outermost step: records the status, classifies a failure into a registry error
+ * (a client that aborted is `client_closed`), and writes the request's log line and metrics
+ * exactly once. The log object is built only when `info` is enabled.
+ */
+export function observeStep(o: ObserveOptions): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) =>
+    function observe(opts, handler) {
+      const r = new ObservedRequest(o, (opts as ExchangeOptions).exchange, handler)
+      try {
+        return dispatch(opts, r)
+      } catch (err) {
+        r.onResponseError(r, err as Error)
+        return true
+      }
+    }
+}
+
+/** Handler for the inner steps and controller for the outer handler (so an abort from outside is known as the client's). */
+class ObservedRequest implements Handler, Controller {
+  readonly #o: ObserveOptions
+  readonly #ex: Exchange
+  readonly #handler: Handler
+  #controller: Controller | undefined
+  #clientAborted = false
+  #done = false
+
+  constructor(o: ObserveOptions, ex: Exchange, handler: Handler) {
+    this.#o = o
+    this.#ex = ex
+    this.#handler = handler
+  }
+
+  // Controller, as seen by the outer handler.
+  get aborted(): boolean {
+    return this.#controller?.aborted ?? this.#clientAborted
+  }
+  get paused(): boolean {
+    return this.#controller?.paused ?? false
+  }
+  get reason(): Error | null {
+    return this.#controller?.reason ?? null
+  }
+  get rawHeaders(): Controller['rawHeaders'] {
+    return this.#controller?.rawHeaders
+  }
+  get rawTrailers(): Controller['rawTrailers'] {
+    return this.#controller?.rawTrailers
+  }
+  abort(reason: Error): void {
+    this.#clientAborted = true
+    this.#controller?.abort(reason)
+  }
+  pause(): void {
+    this.#controller?.pause()
+  }
+  resume(): void {
+    this.#controller?.resume()
+  }
+
+  // Handler, as seen by the inner steps.
+  onRequestStart(controller: Controller, context: unknown): void {
+    this.#controller = controller
+    this.#handler.onRequestStart?.(this, context)
+  }
+
+  onRequestUpgrade(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+    this.#handler.onRequestUpgrade?.(this, statusCode, headers, socket)
+  }
+
+  onResponseStart(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode >= 200) this.#ex.status = statusCode
+    this.#handler.onResponseStart?.(this, statusCode, headers, statusMessage)
+  }
+
+  onResponseData(_controller: Controller, chunk: Buffer): void {
+    this.#handler.onResponseData?.(this, chunk)
+  }
+
+  onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    this.#finish()
+    this.#handler.onResponseEnd?.(this, trailers)
+  }
+
+  onResponseError(_controller: Controller, err: Error): void {
+    const ex = this.#ex
+    ex.outcome = 'error'
+    ex.failure = this.#clientAborted ? errors.client_closed('the client went away before the response was complete', { cause: err }) : this.#o.classify(err, ex)
+    this.#finish()
+    this.#handler.onResponseError?.(this, err)
+  }
+
+  #finish(): void {
+    if (this.#done) return
+    this.#done = true
+    writeRecord(this.#o, this.#ex)
+  }
+}
+
+/** The request's metrics and log line, from its record. */
+export function writeRecord(o: Pick<ObserveOptions, 'logger' | 'metrics'>, ex: Exchange): void {
+  const seconds = (performance.now() - ex.started) / 1000
+  const code = ex.failure?.code
+  o.metrics.countRequest(ex.mode, ex.outcome)
+  o.metrics.observeDuration(ex.mode, seconds)
+  if (code !== undefined && code !== 'client_closed') o.metrics.countDenial(code)
+  if (!o.logger.isLevelEnabled('info')) return
+  const q = ex.path.indexOf('?')
+  o.logger.info(
+    {
+      event: 'request',
+      mode: ex.mode,
+      method: ex.method,
+      credential: ex.credentialName,
+      route: ex.route,
+      host: ex.host,
+      path: q === -1 ? ex.path : ex.path.slice(0, q),
+      status: statusOf(ex),
+      durationMs: Math.round(seconds * 10_000) / 10,
+      outcome: ex.outcome,
+      code,
+    },
+    'request',
+  )
+}
+
+/** The status the client got: the upstream's, or the registry's for a failure before any response (none for a client that left). */
+function statusOf(ex: Exchange): number {
+  const f = ex.failure
+  return f !== undefined && ex.status === 0 && f.code !== 'client_closed' ? f.status : ex.status
+}
