@@ -1,4 +1,4 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { isIP, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { TLSSocket } from 'node:tls'
@@ -9,7 +9,8 @@ import type { Forwarder } from '../proxy/forward.ts'
 import { normalizeHost, splitHostPort } from '../binding/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
 import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget } from '../proxy/resolve-target.ts'
-import { sendError, sendSocketError } from '../proxy/respond.ts'
+import { createEdgeServer, refuse, type Edge } from '../proxy/edge.ts'
+import { sendSocketError } from '../proxy/respond.ts'
 import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
 
@@ -64,13 +65,9 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
   const handshakeTimeoutMs = config.upstream.connectTimeout
   let closing = false
 
-  const refuse = (res: ServerResponse, t: Tunnel, method: string | undefined, code: ErrorCode, message: string) => {
-    metrics.denials.inc({ code })
-    logger.info({ event: 'denied', mode: 'intercept', method, code, host: `${t.host}:${t.port}` }, message)
-    sendError(res, code, message)
-  }
+  const edge: Edge = { logger, metrics, mode: 'intercept' }
 
-  const inner = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+  const inner = createEdgeServer(edge, (req: IncomingMessage, res: ServerResponse) => {
     const t = tunnels.get(req.socket as TLSSocket)
     if (!t) {
       res.destroy()
@@ -84,8 +81,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     if (closing) res.setHeader('connection', 'close')
     const path = requestPath(req, t)
     if (typeof path !== 'string') {
-      req.resume()
-      refuse(res, t, req.method, path.code, path.message)
+      refuse(edge, res, req, 'intercept', path.code, path.message, `${t.host}:${t.port}`)
       return
     }
     forwarder.handle(req, res, interceptedTarget(t.host, t.port, t.credential, path))
@@ -93,18 +89,6 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
   inner.keepAliveTimeout = TUNNEL_KEEP_ALIVE_MS
   // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.
   inner.timeout = config.upstream.requestTimeout + config.upstream.connectTimeout + 5_000
-  inner.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!err.code?.startsWith('HPE_')) {
-      // A TLS alert or a reset, not a malformed request: there is no HTTP answer to give.
-      socket.destroy()
-      return
-    }
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
-    metrics.denials.inc({ code })
-    logger.info({ event: 'client_error', mode: 'intercept', code, parserCode: err.code }, 'malformed request inside an intercepted tunnel refused')
-    if (err.code === 'ECONNRESET' || !socket.writable) socket.destroy()
-    else sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : `malformed request (${err.code ?? 'parse error'})`)
-  })
 
   async function open(socket: Duplex, head: Buffer, host: string, port: number, credential: CompiledCredential): Promise<void> {
     if (closing) {
@@ -152,7 +136,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
       if (secured) return // the http server reports and closes
       const reason = refusalReason(err, sniRefused !== undefined, !ipLiteral && !tlsSocket.servername)
-      logger.info({ event: 'intercept_refused', host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, REFUSAL_MESSAGES[reason])
+      logger.info({ event: 'intercept_refused', code: REFUSAL_CODES[reason], host: `${host}:${port}`, credential: credential.name, reason, sni: sniRefused, tlsCode: err.code }, REFUSAL_MESSAGES[reason])
       tlsSocket.destroy()
     })
     // The proxy's sockets allow half-open connections, and the TLS socket inherits that: a client
@@ -190,6 +174,14 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
 }
 
 type RefusalReason = 'sni_mismatch' | 'sni_missing' | 'no_alpn_protocol' | 'handshake_failed'
+
+/** Each refusal's code in the error registry (the handshake fails: logged, never sent). */
+const REFUSAL_CODES: Readonly<Record<RefusalReason, ErrorCode>> = {
+  sni_mismatch: 'intercept_sni_mismatch',
+  sni_missing: 'intercept_sni_missing',
+  no_alpn_protocol: 'intercept_no_alpn_protocol',
+  handshake_failed: 'intercept_handshake_failed',
+}
 
 const REFUSAL_MESSAGES: Readonly<Record<RefusalReason, string>> = {
   sni_mismatch: 'TLS handshake refused: the client must send SNI naming the CONNECT host',

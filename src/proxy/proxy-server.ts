@@ -1,12 +1,13 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
+import type http from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import type { Forwarder } from './forward.ts'
 import { DUPLICATE_HOST, hasDuplicateHost, isRefusal, type TargetResolver } from './resolve-target.ts'
-import { sendError, sendSocketError } from './respond.ts'
+import { createEdgeServer, refuse, type Edge } from './edge.ts'
+import { sendSocketError } from './respond.ts'
 import { openTunnel } from './tunnel.ts'
 
 /** TLS interception (issue 4) plugs in here: it owns the socket after a CONNECT to a credentialed host. */
@@ -24,12 +25,6 @@ export interface ProxyServerOptions {
   interceptor?: ConnectInterceptor | undefined
 }
 
-/**
- * The one proxy listener: reverse routes (origin-form), the plain forward proxy
- * (absolute-form), and CONNECT. Node's strict parser refuses smuggling (conflicting
- * Content-Length / Transfer-Encoding, bad chunking, obs-fold) before we see a request;
- * `clientError` answers those with a stable code.
- */
 /** Blind CONNECT tunnels leave the HTTP server's connection tracking; they are ended on shutdown. */
 const tunnels = new WeakMap<http.Server, Set<Duplex>>()
 
@@ -38,15 +33,16 @@ export function destroyTunnels(server: http.Server): void {
   for (const socket of tunnels.get(server) ?? []) socket.destroy()
 }
 
+/**
+ * The one proxy listener, on the shared edge: reverse routes (origin-form), the plain
+ * forward proxy (absolute-form), and CONNECT.
+ */
 export function createProxyServer(o: ProxyServerOptions): http.Server {
-  const server = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+  const edge: Edge = { logger: o.logger, metrics: o.metrics, mode: undefined }
+  const server = createEdgeServer(edge, (req: IncomingMessage, res: ServerResponse) => {
     const target = o.resolver.resolve(req)
     if (isRefusal(target)) {
-      o.metrics.denials.inc({ code: target.code })
-      o.metrics.requests.inc({ mode: req.url?.startsWith('/') ? 'route' : 'forward', outcome: 'refused' })
-      o.logger.info({ event: 'denied', method: req.method, code: target.code, target: describeTarget(req.url) }, target.message)
-      req.resume()
-      sendError(res, target.code, target.message)
+      refuse(edge, res, req, req.url?.startsWith('/') ? 'route' : 'forward', target.code, target.message, describeTarget(req.url))
       return
     }
     o.forwarder.handle(req, res, target)
@@ -79,16 +75,6 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger })
   })
 
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
-    o.metrics.denials.inc({ code })
-    o.logger.info({ event: 'client_error', code, parserCode: err.code }, 'malformed request refused')
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy()
-      return
-    }
-    sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : `malformed request (${err.code ?? 'parse error'})`)
-  })
   return server
 }
 

@@ -31,6 +31,15 @@ export type ConnectDecision =
   | { kind: 'tunnel'; host: string; port: number }
   | Refusal
 
+interface RouteTarget {
+  readonly route: CompiledRoute
+  readonly origin: string
+  readonly basePath: string
+  readonly hostHeader: string
+  readonly host: string
+  readonly credential: CompiledCredential | undefined
+}
+
 const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i
 
 /**
@@ -39,7 +48,7 @@ const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i
  */
 export class TargetResolver {
   readonly #matcher: CredentialMatcher<CompiledCredential>
-  readonly #routes: Map<string, CompiledRoute>
+  readonly #routes = new Map<string, RouteTarget>()
   readonly #credentials: readonly CompiledCredential[]
   readonly #egress: Config['egress']
   readonly #interceptEnabled: boolean
@@ -48,10 +57,10 @@ export class TargetResolver {
   constructor(config: Config) {
     this.#credentials = Object.values(config.credentials)
     this.#matcher = new CredentialMatcher(this.#credentials.map((c) => ({ name: c.name, patterns: c.patterns, value: c })))
-    this.#routes = new Map(Object.values(config.routes).map((r) => [r.name, r]))
     this.#egress = config.egress
     this.#interceptEnabled = config.intercept.enabled
     this.#allowLinkLocal = config.upstream.allowLinkLocal
+    for (const r of Object.values(config.routes)) this.#routes.set(r.name, this.#routeTarget(r))
   }
 
   /** The credential bound to host:port for a connection of this kind, if any. */
@@ -73,27 +82,38 @@ export class TargetResolver {
     const q = url.indexOf('?')
     const end = slash === -1 ? (q === -1 ? url.length : q) : q !== -1 && q < slash ? q : slash
     const name = decodeSafe(url.slice(1, end))
-    const route = name === undefined ? undefined : this.#routes.get(name)
-    if (!route) return refuse('route_not_found', `no route named ${JSON.stringify(url.slice(1, end).slice(0, 64))}; routes are /<route>/<path>`)
+    const fixed = name === undefined ? undefined : this.#routes.get(name)
+    if (!fixed) return refuse('route_not_found', `no route named ${JSON.stringify(url.slice(1, end).slice(0, 64))}; routes are /<route>/<path>`)
     let rest = url.slice(end)
     if (rest.startsWith('?') || rest === '') rest = '/' + rest
-    const restPath = rest.split('?')[0] as string
+    const rq = rest.indexOf('?')
+    const restPath = rq === -1 ? rest : rest.slice(0, rq)
     if (DOT_SEGMENT.test(restPath)) return refuse('bad_request', 'dot segments (.. or .) are not allowed in route paths')
+    return {
+      mode: 'route',
+      origin: fixed.origin,
+      path: fixed.basePath + rest,
+      hostHeader: fixed.hostHeader,
+      host: fixed.host,
+      credential: fixed.credential,
+      passthrough: fixed.credential === undefined,
+      route: fixed.route.name,
+    }
+  }
+
+  /** Everything about a route's destination that does not depend on the request, decided at load. */
+  #routeTarget(route: CompiledRoute): RouteTarget {
     const u = route.upstream
     const tls = u.protocol === 'https:'
     const port = u.port ? Number(u.port) : tls ? 443 : 80
     const host = normalizeHost(u.hostname) ?? u.hostname
-    const credential = this.match(host, port, tls)
-    const basePath = u.pathname === '/' ? '' : u.pathname
     return {
-      mode: 'route',
+      route,
       origin: `${u.protocol}//${u.host}`,
-      path: basePath + rest,
+      basePath: u.pathname === '/' ? '' : u.pathname,
       hostHeader: u.host,
       host: `${host}:${port}`,
-      credential,
-      passthrough: credential === undefined,
-      route: route.name,
+      credential: this.match(host, port, tls),
     }
   }
 

@@ -46,7 +46,7 @@ export function openTunnel(client: Duplex, head: Buffer, host: string, port: num
     })
     upstream.once('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
-        if (err.code === 'LATCHKEY_LINK_LOCAL') fail('link_local_denied', `${host} resolves to a link-local address; refused`)
+        if (err.code === 'link_local_denied') fail('link_local_denied', `${host} resolves to a link-local address; refused`)
         else fail('upstream_unreachable', `cannot connect to ${host}:${port} (${err.code ?? 'error'})`)
         return
       }

@@ -2,7 +2,7 @@ import dns, { type LookupAddress } from 'node:dns'
 import { isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { Agent } from 'undici'
-import type { ErrorCode } from '../errors.ts'
+import { LatchkeyError, type ErrorCode } from '../errors.ts'
 
 export interface UpstreamOptions {
   /** Extra CA PEM on top of the default store. */
@@ -26,8 +26,11 @@ export function isLinkLocal(address: string): boolean {
   return false
 }
 
-class LinkLocalError extends Error {
-  readonly code = 'LATCHKEY_LINK_LOCAL'
+/** A name that resolves only to link-local addresses: refused with the registry's code. */
+class LinkLocalError extends LatchkeyError {
+  constructor(hostname: string) {
+    super('link_local_denied', `${hostname} resolves only to link-local addresses; refused (upstream.allowLinkLocal)`)
+  }
 }
 
 /** dns.lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
@@ -39,7 +42,7 @@ export function guardedLookup(
   dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
     if (err) return callback(err, [])
     const ok = addresses.filter((a) => !isLinkLocal(a.address))
-    if (ok.length === 0) return callback(new LinkLocalError(`${hostname} resolves only to link-local addresses`), [])
+    if (ok.length === 0) return callback(new LinkLocalError(hostname), [])
     if (options.all) return callback(null, ok)
     const first = ok[0] as LookupAddress
     callback(null, first.address, first.family)
@@ -66,7 +69,7 @@ export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent;
 export function mapUpstreamError(err: unknown, host: string): { code: ErrorCode; message: string } {
   const e = err as { code?: string; name?: string; cause?: { code?: string } }
   const code = e?.code ?? e?.cause?.code ?? e?.name ?? ''
-  if (code === 'LATCHKEY_LINK_LOCAL') return { code: 'link_local_denied', message: `${host} resolves to a link-local address; refused (upstream.allowLinkLocal)` }
+  if (code === 'link_local_denied') return { code: 'link_local_denied', message: `${host} resolves to a link-local address; refused (upstream.allowLinkLocal)` }
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
     return { code: 'upstream_timeout', message: `upstream ${host} did not answer in time` }
   }

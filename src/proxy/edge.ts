@@ -1,0 +1,50 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { Metrics } from '../admin/metrics.ts'
+import type { ErrorCode } from '../errors.ts'
+import { sendError, sendSocketError } from './respond.ts'
+
+/**
+ * Where requests come in: the proxy listener and the HTTP server inside each intercepted
+ * tunnel share this edge, so they parse, refuse and report alike. Node's strict parser
+ * refuses smuggling (conflicting Content-Length / Transfer-Encoding, bad chunking, obs-fold)
+ * before a request reaches us; `clientError` answers those with a stable code.
+ */
+export interface Edge {
+  readonly logger: Logger
+  readonly metrics: Metrics
+  /** Logged on the edge's own lines; undefined for the proxy listener (its mode depends on the request). */
+  readonly mode: 'intercept' | undefined
+}
+
+/** The parser options of every edge: strict parsing, no Host required (HTTP/1.0 clients), 16 KiB of headers. */
+const PARSER_OPTIONS: http.ServerOptions = Object.freeze({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 })
+
+export function createEdgeServer(edge: Edge, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
+  const server = http.createServer(PARSER_OPTIONS, onRequest)
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientError(edge, err, socket))
+  return server
+}
+
+/** A request refused before it reaches the pipeline: one denial metric, one `denied` log line, a registry error body. */
+export function refuse(edge: Edge, res: ServerResponse, req: IncomingMessage, mode: string, code: ErrorCode, message: string, target: string): void {
+  edge.metrics.countDenial(code)
+  edge.metrics.countRequest(mode, 'refused')
+  edge.logger.info({ event: 'denied', mode: edge.mode, method: req.method, code, target }, message)
+  req.resume()
+  sendError(res, code, message)
+}
+
+function clientError(edge: Edge, err: NodeJS.ErrnoException, socket: Socket): void {
+  if (!err.code?.startsWith('HPE_')) {
+    // A reset, a timeout or a TLS alert, not a malformed request: there is no HTTP answer to give.
+    socket.destroy()
+    return
+  }
+  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
+  edge.metrics.countDenial(code)
+  edge.logger.info({ event: 'client_error', mode: edge.mode, code, parserCode: err.code }, 'malformed request refused')
+  if (!socket.writable) socket.destroy()
+  else sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : `malformed request (${err.code})`)
+}
