@@ -151,11 +151,18 @@ function logsOf(mode: Mode): LogCapture {
 async function counters(mode: Mode): Promise<Map<string, number>> {
   const m = metricsOf(mode)
   const out = new Map<string, number>()
-  for (const c of [m.injections, m.replays, m.denials, m.busts, m.requests]) {
+  const all: Array<[string, { get(): Promise<{ values: Array<{ labels: Record<string, string | number | undefined>; value: number }> }> }]> = [
+    ['injections_total', m.injections],
+    ['replays_total', m.replays],
+    ['denials_total', m.denials],
+    ['busts_total', m.busts],
+    ['requests_total', m.requests],
+  ]
+  for (const [name, c] of all) {
     for (const v of (await c.get()).values) {
       if (v.labels.mode !== undefined && v.labels.mode !== mode) continue
       const labels = Object.entries(v.labels).filter(([k]) => k !== 'mode').map(([k, l]) => `${k}=${l}`).join(',')
-      out.set(`${c.name.replace(/^latchkey_/, '')}{${labels}}`, v.value)
+      out.set(`${name}{${labels}}`, v.value)
     }
   }
   return out
