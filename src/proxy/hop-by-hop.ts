@@ -43,7 +43,9 @@ export function clientResponseHeaders(headers: IncomingHttpHeaders | Record<stri
   const conn = headers.connection
   const named = typeof conn === 'string' ? new Set(conn.toLowerCase().split(',').map((s) => s.trim())) : undefined
   const out: Record<string, string | string[]> = {}
-  for (const [k, v] of Object.entries(headers)) {
+  // for-in: no [key, value] array per header on the response path.
+  for (const k in headers) {
+    const v = headers[k]
     if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue
     out[k] = v
   }
