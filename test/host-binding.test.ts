@@ -127,6 +127,15 @@ describe('parseHostPattern', () => {
     assert.equal(pattern('*.svc.cluster.local').host, 'svc.cluster.local')
   })
 
+  it('refuses a wildcard directly over any Public Suffix List entry, ICANN or private, and keeps ordinary domains', () => {
+    for (const p of ['*.co.th', '*.com.vn', '*.s3.us-east-2.amazonaws.com', '*.pythonanywhere.com', '*.github.io', '*.CO.TH.', '*.公司.cn']) {
+      assert.match(refusal(p), /too broad: .* is a public or shared-hosting suffix \(Public Suffix List\)/, p)
+    }
+    for (const p of ['*.example.com', '*.example.co.th', '*.wild.lk.test', '*.mybucket.s3.us-east-2.amazonaws.com', '*.corp.internal']) {
+      assert.equal(pattern(p).wildcard, true, p)
+    }
+  })
+
   it('refuses wildcards with IP addresses', () => {
     assert.match(refusal('*.0.0.1'), /IP addresses/)
     assert.match(refusal('*.10.0.0.1'), /IP addresses/)

@@ -9,6 +9,8 @@
  * (`0x7f.1`, `2130706433`) cannot make one destination look like another.
  */
 
+import { createRequire } from 'node:module'
+
 /** A parsed `hosts:` entry. port: a number (exact), '*' (any port), or 'default' (443 for TLS, 80 for plain). */
 export interface HostPattern {
   /** The pattern as written in the config (for messages). */
@@ -173,25 +175,20 @@ function parsePort(text: string): number | undefined {
   return n >= 1 && n <= 65535 ? n : undefined
 }
 
+/** tldts' public-suffix lookup, loaded on the first wildcard: a config without one never pays for the list. */
+type PublicSuffixOf = (host: string, options: { allowPrivateDomains: boolean }) => string | null
+let publicSuffixOf: PublicSuffixOf | undefined
+
 /**
- * Second-level public suffixes (and shared-hosting domains where anyone can get a subdomain)
- * that a wildcard may not sit directly on: `*.co.uk` or `*.herokuapp.com` would send the
- * credential to hosts run by strangers. This is a short, deliberate list, not the full Public
- * Suffix List; the two-label minimum already refuses every `*.<tld>`.
+ * Whether `name` is itself a public suffix on the Public Suffix List, ICANN and private
+ * sections both (`co.th`, `s3.us-east-2.amazonaws.com`, `pythonanywhere.com`): anyone can
+ * register a name directly under it, so `*.name` would send the credential to strangers.
+ * Names under an unlisted TLD fall under the list's default `*` rule (only the TLD is public).
  */
-const SHARED_SUFFIXES = new Set([
-  'co.uk', 'org.uk', 'me.uk', 'ltd.uk', 'plc.uk', 'net.uk', 'ac.uk', 'gov.uk', 'sch.uk',
-  'com.au', 'net.au', 'org.au', 'edu.au', 'gov.au', 'co.nz', 'org.nz', 'net.nz',
-  'co.jp', 'ne.jp', 'or.jp', 'ac.jp', 'go.jp', 'co.kr', 'or.kr', 'co.in', 'net.in', 'org.in', 'firm.in', 'gen.in', 'ind.in',
-  'co.za', 'org.za', 'com.br', 'net.br', 'org.br', 'com.cn', 'net.cn', 'org.cn', 'com.mx', 'com.ar', 'com.tr', 'com.tw',
-  'com.hk', 'com.sg', 'com.my', 'co.id', 'co.il', 'com.pl', 'com.ua', 'co.at', 'or.at', 'com.es', 'com.pt', 'eu.org',
-  'amazonaws.com', 's3.amazonaws.com', 'compute.amazonaws.com', 'elb.amazonaws.com', 'cloudfront.net', 'awsapps.com',
-  'blob.core.windows.net', 'azurewebsites.net', 'cloudapp.net', 'azurestaticapps.net', 'azure-api.net', 'azureedge.net', 'trafficmanager.net',
-  'appspot.com', 'run.app', 'web.app', 'firebaseapp.com', 'cloudfunctions.net', 'storage.googleapis.com', 'googleusercontent.com',
-  'herokuapp.com', 'herokussl.com', 'github.io', 'githubusercontent.com', 'gitlab.io', 'netlify.app', 'vercel.app', 'now.sh',
-  'pages.dev', 'workers.dev', 'fly.dev', 'onrender.com', 'ngrok.io', 'ngrok-free.app', 'ngrok.app', 'glitch.me', 'repl.co',
-  'blogspot.com', 'wordpress.com', 'myshopify.com', 'digitaloceanspaces.com', 'ondigitalocean.app', 'r2.dev', 'nip.io', 'sslip.io',
-])
+export function isPublicSuffix(name: string): boolean {
+  publicSuffixOf ??= (createRequire(import.meta.url)('tldts') as { getPublicSuffix: PublicSuffixOf }).getPublicSuffix
+  return publicSuffixOf(name, { allowPrivateDomains: true }) === name
+}
 
 /** Why a string is not a host pattern, for anything that looks like a URL instead. */
 function urlShapeProblem(input: string): string | undefined {
@@ -256,8 +253,8 @@ export function parseHostPattern(input: string): ParseResult {
       // The text as written, not its normalised form: config errors hide interpolated values by matching them.
       return fail(`*.${suffixText} is too broad: it would match every host under ${JSON.stringify(suffixText)}; a wildcard needs at least two labels after it (*.example.com)`)
     }
-    if (SHARED_SUFFIXES.has(suffix)) {
-      return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix where anyone can register a name; bind the credential to your own names under it`)
+    if (isPublicSuffix(suffix)) {
+      return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix (Public Suffix List) where anyone can register a name; bind the credential to your own names under it`)
     }
     return { ok: true, pattern: { source: input, host: suffix, wildcard: true, port } }
   }
