@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/proxy/credential-matcher.ts'
-import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, splitHostPort, type HostPattern } from '../src/proxy/host-pattern.ts'
+import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, sameAuthority, splitHostPort, type HostPattern } from '../src/proxy/host-pattern.ts'
 
 function pattern(text: string): HostPattern {
   const r = parseHostPattern(text)
@@ -92,6 +92,29 @@ describe('splitHostPort', () => {
     for (const a of ['', ':443', 'example.com:', 'example.com:0', 'example.com:65536', 'example.com:+1', 'example.com:1e3', 'example.com: 80', 'example.com:80:80', '::1', '[::1', '[::1]x', '[::1]:', '[]:80', 'example.com:123456']) {
       assert.equal(splitHostPort(a), undefined, JSON.stringify(a))
     }
+  })
+})
+
+describe('sameAuthority', () => {
+  it('reads an empty port as the default port and ignores leading zeros, on normalised hosts', () => {
+    assert.equal(sameAuthority('basic.lk.test:', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('Basic.LK.test.:', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('basic.lk.test:0080', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('basic.lk.test:000000008443', 'basic.lk.test', 8443, 80), true)
+    assert.equal(sameAuthority('[::1]:', '[::1]', 443, 443), true)
+    assert.equal(sameAuthority('[0::1]:0443', '[::1]', 443, 443), true)
+    assert.equal(sameAuthority('basic.lk.test', 'basic.lk.test', 80, 80), true)
+  })
+
+  it('still tells different destinations, bad ports and IPv6 literals ending in 0 apart', () => {
+    assert.equal(sameAuthority('basic.lk.test:', 'basic.lk.test', 443, 80), false)
+    assert.equal(sameAuthority('basic.lk.test:000', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('basic.lk.test:0x50', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('basic.lk.test::', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('other.lk.test:80', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('[2001:db8::1:0]', '[2001:db8::1:0]', 443, 443), true)
+    assert.equal(sameAuthority('[2001:db8::1:0]', '[2001:db8::1]', 443, 443), false)
+    assert.equal(sameAuthority('2001:db8::1:80', '[2001:db8::1]', 80, 80), false)
   })
 })
 

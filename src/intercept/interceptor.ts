@@ -6,7 +6,7 @@ import type { CompiledCredential } from '../config/load.ts'
 import type { Broker } from '../daemon.ts'
 import type { ErrorCode } from '../errors.ts'
 import type { Forwarder } from '../proxy/forward.ts'
-import { normalizeHost, splitHostPort } from '../proxy/host-pattern.ts'
+import { normalizeHost, sameAuthority } from '../proxy/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
 import { DUPLICATE_HOST, hasDuplicateHost } from '../proxy/resolve-target.ts'
 import { sendError, sendSocketError } from '../proxy/respond.ts'
@@ -233,7 +233,5 @@ function requestPath(req: IncomingMessage, t: Tunnel): string | { code: ErrorCod
 
 function sameDestination(authority: string | undefined, t: Tunnel): boolean {
   if (authority === undefined) return false
-  const hp = splitHostPort(authority)
-  if (!hp) return false
-  return normalizeHost(hp.host) === t.host && (hp.port ?? 443) === t.port
+  return sameAuthority(authority, t.host, t.port, 443)
 }

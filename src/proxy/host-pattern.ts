@@ -175,6 +175,29 @@ function parsePort(text: string): number | undefined {
   return n >= 1 && n <= 65535 ? n : undefined
 }
 
+/**
+ * Whether an authority (a Host header, or the host part of a URI) names the normalised
+ * destination `host`:`port`. Both sides are compared in normal form, as RFC 3986 §6.2.3 has
+ * it: an empty port (`host:`) is the scheme's `defaultPort`, and leading zeros (`host:00080`,
+ * which the WHATWG parser reads as 80 on the URI side) do not change a port.
+ */
+export function sameAuthority(authority: string, host: string, port: number, defaultPort: number): boolean {
+  const hp = splitHostPort(trimPort(authority))
+  if (!hp) return false
+  return normalizeHost(hp.host) === host && (hp.port ?? defaultPort) === port
+}
+
+/** `host:` → `host`, `host:000080` → `host:80`; anything else unchanged (splitHostPort judges it). */
+function trimPort(authority: string): string {
+  const colon = authority.lastIndexOf(':')
+  // The port's colon follows the host: after the `]` of an IPv6 literal, the only colon of anything else.
+  if (colon <= 0 || (authority.charCodeAt(0) === 0x5b /* [ */ ? authority.charCodeAt(colon - 1) !== 0x5d /* ] */ : authority.indexOf(':') !== colon)) return authority
+  if (colon === authority.length - 1) return authority.slice(0, colon)
+  let i = colon + 1
+  while (i < authority.length - 1 && authority.charCodeAt(i) === 0x30 /* 0 */) i++
+  return i === colon + 1 ? authority : authority.slice(0, colon + 1) + authority.slice(i)
+}
+
 /** tldts' public-suffix lookup, loaded on the first wildcard: a config without one never pays for the list. */
 type PublicSuffixOf = (host: string, options: { allowPrivateDomains: boolean }) => string | null
 let publicSuffixOf: PublicSuffixOf | undefined
