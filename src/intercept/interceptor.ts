@@ -10,7 +10,7 @@ import { normalizeHost, sameAuthority } from '../proxy/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
 import { DUPLICATE_HOST, hasDuplicateHost } from '../proxy/resolve-target.ts'
 import { sendError, sendSocketError } from '../proxy/respond.ts'
-import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
+import { caScopeFor, loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
 
 /** What `createInterceptor` returns: the proxy's CONNECT hook plus its lifecycle and CA. */
@@ -55,7 +55,7 @@ const TUNNEL_KEEP_ALIVE_MS = 30_000
  */
 export async function createInterceptor(broker: Broker, forwarder: Forwarder): Promise<Interceptor> {
   const { config, logger, resolver, metrics } = broker
-  const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl })
+  const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl, scope: caScopeFor(Object.values(config.credentials)) })
   for (const w of loaded.warnings) logger.warn({ event: 'intercept_ca_warning' }, w)
   logger.info({ event: 'intercept_ca', created: loaded.created, certFile: loaded.files.certFile, bundleFile: loaded.files.bundleFile, notAfter: loaded.ca.notAfter.toISOString() }, loaded.created ? 'created the interception CA' : 'loaded the interception CA')
 
