@@ -154,9 +154,15 @@ describe('parseHostPattern', () => {
     for (const p of ['*.co.th', '*.com.vn', '*.s3.us-east-2.amazonaws.com', '*.pythonanywhere.com', '*.github.io', '*.CO.TH.', '*.公司.cn']) {
       assert.match(refusal(p), /too broad: .* is a public or shared-hosting suffix \(Public Suffix List\)/, p)
     }
-    for (const p of ['*.example.com', '*.example.co.th', '*.wild.lk.test', '*.mybucket.s3.us-east-2.amazonaws.com', '*.corp.internal']) {
+    for (const p of ['*.example.com', '*.example.co.th', '*.wild.lk.test', '*.mybucket.s3.us-east-2.amazonaws.com', '*.corp.internal', '*.vault.azure.net']) {
       assert.equal(pattern(p).wildcard, true, p)
     }
+  })
+
+  it('refuses a wildcard over a domain that public suffixes lie under (it matches every depth), naming one of them', () => {
+    assert.match(refusal('*.amazonaws.com'), /too broad: public or shared-hosting suffixes lie under it \(Public Suffix List, e\.g\. [a-z0-9.-]+\.amazonaws\.com\)/)
+    assert.match(refusal('*.us-east-2.amazonaws.com'), /lie under it .*\.us-east-2\.amazonaws\.com/)
+    assert.match(refusal('*.windows.net'), /lie under it/)
   })
 
   it('refuses wildcards with IP addresses', () => {

@@ -9,7 +9,7 @@
  * (`0x7f.1`, `2130706433`) cannot make one destination look like another.
  */
 
-import { createRequire } from 'node:module'
+import { isPublicSuffix, publicSuffixBelow } from './public-suffix.ts'
 
 /** A parsed `hosts:` entry. port: a number (exact), '*' (any port), or 'default' (443 for TLS, 80 for plain). */
 export interface HostPattern {
@@ -198,21 +198,6 @@ function trimPort(authority: string): string {
   return i === colon + 1 ? authority : authority.slice(0, colon + 1) + authority.slice(i)
 }
 
-/** tldts' public-suffix lookup, loaded on the first wildcard: a config without one never pays for the list. */
-type PublicSuffixOf = (host: string, options: { allowPrivateDomains: boolean }) => string | null
-let publicSuffixOf: PublicSuffixOf | undefined
-
-/**
- * Whether `name` is itself a public suffix on the Public Suffix List, ICANN and private
- * sections both (`co.th`, `s3.us-east-2.amazonaws.com`, `pythonanywhere.com`): anyone can
- * register a name directly under it, so `*.name` would send the credential to strangers.
- * Names under an unlisted TLD fall under the list's default `*` rule (only the TLD is public).
- */
-export function isPublicSuffix(name: string): boolean {
-  publicSuffixOf ??= (createRequire(import.meta.url)('tldts') as { getPublicSuffix: PublicSuffixOf }).getPublicSuffix
-  return publicSuffixOf(name, { allowPrivateDomains: true }) === name
-}
-
 /** Why a string is not a host pattern, for anything that looks like a URL instead. */
 function urlShapeProblem(input: string): string | undefined {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(input)) {
@@ -278,6 +263,10 @@ export function parseHostPattern(input: string): ParseResult {
     }
     if (isPublicSuffix(suffix)) {
       return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix (Public Suffix List) where anyone can register a name; bind the credential to your own names under it`)
+    }
+    const below = publicSuffixBelow(suffix)
+    if (below !== undefined) {
+      return fail(`*.${suffixText} is too broad: public or shared-hosting suffixes lie under it (Public Suffix List, e.g. ${below}) and a wildcard matches names at every depth; bind the credential to your own names`)
     }
     return { ok: true, pattern: { source: input, host: suffix, wildcard: true, port } }
   }
