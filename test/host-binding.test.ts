@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { CredentialMatcher, findOverlaps, type MatcherEntry } from '../src/binding/credential-matcher.ts'
-import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, splitHostPort, type HostPattern } from '../src/binding/host-pattern.ts'
+import { normalizeHost, parseHostPattern, patternMatches, patternsOverlap, sameAuthority, splitHostPort, type HostPattern } from '../src/binding/host-pattern.ts'
 
 function pattern(text: string): HostPattern {
   const r = parseHostPattern(text)
@@ -95,6 +95,29 @@ describe('splitHostPort', () => {
   })
 })
 
+describe('sameAuthority', () => {
+  it('reads an empty port as the default port and ignores leading zeros, on normalised hosts', () => {
+    assert.equal(sameAuthority('basic.lk.test:', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('Basic.LK.test.:', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('basic.lk.test:0080', 'basic.lk.test', 80, 80), true)
+    assert.equal(sameAuthority('basic.lk.test:000000008443', 'basic.lk.test', 8443, 80), true)
+    assert.equal(sameAuthority('[::1]:', '[::1]', 443, 443), true)
+    assert.equal(sameAuthority('[0::1]:0443', '[::1]', 443, 443), true)
+    assert.equal(sameAuthority('basic.lk.test', 'basic.lk.test', 80, 80), true)
+  })
+
+  it('still tells different destinations, bad ports and IPv6 literals ending in 0 apart', () => {
+    assert.equal(sameAuthority('basic.lk.test:', 'basic.lk.test', 443, 80), false)
+    assert.equal(sameAuthority('basic.lk.test:000', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('basic.lk.test:0x50', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('basic.lk.test::', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('other.lk.test:80', 'basic.lk.test', 80, 80), false)
+    assert.equal(sameAuthority('[2001:db8::1:0]', '[2001:db8::1:0]', 443, 443), true)
+    assert.equal(sameAuthority('[2001:db8::1:0]', '[2001:db8::1]', 443, 443), false)
+    assert.equal(sameAuthority('2001:db8::1:80', '[2001:db8::1]', 80, 80), false)
+  })
+})
+
 describe('parseHostPattern', () => {
   it('parses hosts, wildcards, ports and IP literals into normalised form', () => {
     assert.deepEqual(pattern('api.example.com'), { source: 'api.example.com', host: 'api.example.com', wildcard: false, port: 'default' })
@@ -125,6 +148,21 @@ describe('parseHostPattern', () => {
     assert.match(refusal('*.herokuapp.com'), /public or shared-hosting suffix/)
     assert.match(refusal('*.s3.amazonaws.com'), /public or shared-hosting suffix/)
     assert.equal(pattern('*.svc.cluster.local').host, 'svc.cluster.local')
+  })
+
+  it('refuses a wildcard directly over any Public Suffix List entry, ICANN or private, and keeps ordinary domains', () => {
+    for (const p of ['*.co.th', '*.com.vn', '*.s3.us-east-2.amazonaws.com', '*.pythonanywhere.com', '*.github.io', '*.CO.TH.', '*.公司.cn']) {
+      assert.match(refusal(p), /too broad: .* is a public or shared-hosting suffix \(Public Suffix List\)/, p)
+    }
+    for (const p of ['*.example.com', '*.example.co.th', '*.wild.lk.test', '*.mybucket.s3.us-east-2.amazonaws.com', '*.corp.internal', '*.vault.azure.net']) {
+      assert.equal(pattern(p).wildcard, true, p)
+    }
+  })
+
+  it('refuses a wildcard over a domain that public suffixes lie under (it matches every depth), naming one of them', () => {
+    assert.match(refusal('*.amazonaws.com'), /too broad: public or shared-hosting suffixes lie under it \(Public Suffix List, e\.g\. [a-z0-9.-]+\.amazonaws\.com\)/)
+    assert.match(refusal('*.us-east-2.amazonaws.com'), /lie under it .*\.us-east-2\.amazonaws\.com/)
+    assert.match(refusal('*.windows.net'), /lie under it/)
   })
 
   it('refuses wildcards with IP addresses', () => {

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import type { ErrorCode } from '../errors.ts'
+import { isLoopbackHost } from '../config/listeners.ts'
 import { sendError } from '../proxy/respond.ts'
 import type { Metrics } from './metrics.ts'
 
@@ -14,6 +15,11 @@ export interface AdminOptions {
   notReady(): string[]
   /** Clear all cached secrets, or one credential's; undefined when the name is unknown. */
   clear(credential?: string): number | undefined
+  /**
+   * Whether the listener is reachable from the network, so everything but /healthz and
+   * /readyz needs the token. Default: decided from the address the server is bound to.
+   */
+  exposed?: boolean
 }
 
 const MAX_BODY = 4096
@@ -25,7 +31,22 @@ const MAX_BODY = 4096
  */
 export function createAdminServer(o: AdminOptions): http.Server {
   const tokenHash = o.token === undefined ? undefined : sha256(o.token)
-  return http.createServer((req, res) => {
+  // Until it is bound the server answers nothing; fail closed all the same.
+  let exposed = o.exposed ?? true
+  /** The admin token check; false once it has answered the request. */
+  const authorized = (req: IncomingMessage, res: ServerResponse, path: string, what: string): boolean => {
+    if (!tokenHash) {
+      fail(res, 'admin_disabled', `no admin token is configured (admin.token or admin.tokenFile); ${what} disabled`)
+      return false
+    }
+    if (!timingSafeEqual(sha256(bearerToken(req.headers.authorization)), tokenHash)) {
+      o.logger.warn({ event: 'admin_unauthorized', path }, 'admin call with a missing or wrong token')
+      fail(res, 'admin_unauthorized', 'missing or wrong admin token')
+      return false
+    }
+    return true
+  }
+  const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/healthz') return get(req, res, () => json(res, 200, { status: 'ok' }))
     if (path === '/readyz') {
@@ -36,6 +57,7 @@ export function createAdminServer(o: AdminOptions): http.Server {
     }
     if (path === '/metrics') {
       return get(req, res, () => {
+        if (exposed && !authorized(req, res, path, 'on an admin listener off loopback, /metrics is')) return
         o.metrics.registry
           .metrics()
           .then((text) => {
@@ -47,13 +69,7 @@ export function createAdminServer(o: AdminOptions): http.Server {
     }
     if (path === '/v1/cache/clear') {
       if (req.method !== 'POST') return fail(res, 'method_not_allowed', 'use POST')
-      if (!tokenHash) return fail(res, 'admin_disabled', 'no admin token is configured (admin.token or admin.tokenFile); mutating calls are disabled')
-      const auth = req.headers.authorization ?? ''
-      const presented = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : ''
-      if (!timingSafeEqual(sha256(presented), tokenHash)) {
-        o.logger.warn({ event: 'admin_unauthorized', path }, 'admin call with a missing or wrong token')
-        return fail(res, 'admin_unauthorized', 'missing or wrong admin token')
-      }
+      if (!authorized(req, res, path, 'mutating calls are')) return
       readJson(req)
         .then((body) => {
           const name = body?.credential
@@ -68,6 +84,27 @@ export function createAdminServer(o: AdminOptions): http.Server {
     }
     fail(res, 'not_found', 'no such endpoint')
   })
+  if (o.exposed === undefined) {
+    server.on('listening', () => {
+      const a = server.address()
+      exposed = a === null || typeof a === 'string' ? false : !isLoopbackHost(a.address)
+    })
+  }
+  return server
+}
+
+/**
+ * The credentials of `Authorization: Bearer <token>`. RFC 9110 §11.1: the scheme is
+ * case-insensitive and one or more spaces follow it. Anything else presents the empty string,
+ * which never equals a token (at least 16 characters).
+ */
+export function bearerToken(header: string | undefined): string {
+  if (header === undefined || header.length < 7 || header.slice(0, 6).toLowerCase() !== 'bearer' || header.charCodeAt(6) !== 0x20) return ''
+  let start = 7
+  while (header.charCodeAt(start) === 0x20) start++
+  let end = header.length
+  while (end > start && header.charCodeAt(end - 1) === 0x20) end--
+  return header.slice(start, end)
 }
 
 function get(req: IncomingMessage, res: ServerResponse, fn: () => void): void {

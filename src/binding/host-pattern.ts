@@ -9,6 +9,8 @@
  * (`0x7f.1`, `2130706433`) cannot make one destination look like another.
  */
 
+import { isPublicSuffix, publicSuffixBelow } from './public-suffix.ts'
+
 /** A parsed `hosts:` entry. port: a number (exact), '*' (any port), or 'default' (443 for TLS, 80 for plain). */
 export interface HostPattern {
   /** The pattern as written in the config (for messages). */
@@ -174,24 +176,27 @@ function parsePort(text: string): number | undefined {
 }
 
 /**
- * Second-level public suffixes (and shared-hosting domains where anyone can get a subdomain)
- * that a wildcard may not sit directly on: `*.co.uk` or `*.herokuapp.com` would send the
- * credential to hosts run by strangers. This is a short, deliberate list, not the full Public
- * Suffix List; the two-label minimum already refuses every `*.<tld>`.
+ * Whether an authority (a Host header, or the host part of a URI) names the normalised
+ * destination `host`:`port`. Both sides are compared in normal form, as RFC 3986 §6.2.3 has
+ * it: an empty port (`host:`) is the scheme's `defaultPort`, and leading zeros (`host:00080`,
+ * which the WHATWG parser reads as 80 on the URI side) do not change a port.
  */
-const SHARED_SUFFIXES = new Set([
-  'co.uk', 'org.uk', 'me.uk', 'ltd.uk', 'plc.uk', 'net.uk', 'ac.uk', 'gov.uk', 'sch.uk',
-  'com.au', 'net.au', 'org.au', 'edu.au', 'gov.au', 'co.nz', 'org.nz', 'net.nz',
-  'co.jp', 'ne.jp', 'or.jp', 'ac.jp', 'go.jp', 'co.kr', 'or.kr', 'co.in', 'net.in', 'org.in', 'firm.in', 'gen.in', 'ind.in',
-  'co.za', 'org.za', 'com.br', 'net.br', 'org.br', 'com.cn', 'net.cn', 'org.cn', 'com.mx', 'com.ar', 'com.tr', 'com.tw',
-  'com.hk', 'com.sg', 'com.my', 'co.id', 'co.il', 'com.pl', 'com.ua', 'co.at', 'or.at', 'com.es', 'com.pt', 'eu.org',
-  'amazonaws.com', 's3.amazonaws.com', 'compute.amazonaws.com', 'elb.amazonaws.com', 'cloudfront.net', 'awsapps.com',
-  'blob.core.windows.net', 'azurewebsites.net', 'cloudapp.net', 'azurestaticapps.net', 'azure-api.net', 'azureedge.net', 'trafficmanager.net',
-  'appspot.com', 'run.app', 'web.app', 'firebaseapp.com', 'cloudfunctions.net', 'storage.googleapis.com', 'googleusercontent.com',
-  'herokuapp.com', 'herokussl.com', 'github.io', 'githubusercontent.com', 'gitlab.io', 'netlify.app', 'vercel.app', 'now.sh',
-  'pages.dev', 'workers.dev', 'fly.dev', 'onrender.com', 'ngrok.io', 'ngrok-free.app', 'ngrok.app', 'glitch.me', 'repl.co',
-  'blogspot.com', 'wordpress.com', 'myshopify.com', 'digitaloceanspaces.com', 'ondigitalocean.app', 'r2.dev', 'nip.io', 'sslip.io',
-])
+export function sameAuthority(authority: string, host: string, port: number, defaultPort: number): boolean {
+  const hp = splitHostPort(trimPort(authority))
+  if (!hp) return false
+  return normalizeHost(hp.host) === host && (hp.port ?? defaultPort) === port
+}
+
+/** `host:` → `host`, `host:000080` → `host:80`; anything else unchanged (splitHostPort judges it). */
+function trimPort(authority: string): string {
+  const colon = authority.lastIndexOf(':')
+  // The port's colon follows the host: after the `]` of an IPv6 literal, the only colon of anything else.
+  if (colon <= 0 || (authority.charCodeAt(0) === 0x5b /* [ */ ? authority.charCodeAt(colon - 1) !== 0x5d /* ] */ : authority.indexOf(':') !== colon)) return authority
+  if (colon === authority.length - 1) return authority.slice(0, colon)
+  let i = colon + 1
+  while (i < authority.length - 1 && authority.charCodeAt(i) === 0x30 /* 0 */) i++
+  return i === colon + 1 ? authority : authority.slice(0, colon + 1) + authority.slice(i)
+}
 
 /** Why a string is not a host pattern, for anything that looks like a URL instead. */
 function urlShapeProblem(input: string): string | undefined {
@@ -256,8 +261,12 @@ export function parseHostPattern(input: string): ParseResult {
       // The text as written, not its normalised form: config errors hide interpolated values by matching them.
       return fail(`*.${suffixText} is too broad: it would match every host under ${JSON.stringify(suffixText)}; a wildcard needs at least two labels after it (*.example.com)`)
     }
-    if (SHARED_SUFFIXES.has(suffix)) {
-      return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix where anyone can register a name; bind the credential to your own names under it`)
+    if (isPublicSuffix(suffix)) {
+      return fail(`*.${suffixText} is too broad: ${suffixText} is a public or shared-hosting suffix (Public Suffix List) where anyone can register a name; bind the credential to your own names under it`)
+    }
+    const below = publicSuffixBelow(suffix)
+    if (below !== undefined) {
+      return fail(`*.${suffixText} is too broad: public or shared-hosting suffixes lie under it (Public Suffix List, e.g. ${below}) and a wildcard matches names at every depth; bind the credential to your own names`)
     }
     return { ok: true, pattern: { source: input, host: suffix, wildcard: true, port } }
   }

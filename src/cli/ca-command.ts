@@ -23,10 +23,10 @@ export function caCommand(io: CliIo, setCode: (code: number) => void): Command {
       }
       const { intercept } = r.config
       // Loaded on use, so that registering this command loads no X.509 code for `latchkey run`.
-      const { loadOrCreateCa } = await import('../intercept/ca-store.ts')
+      const { caScopeFor, loadOrCreateCa } = await import('../intercept/ca-store.ts')
       let loaded
       try {
-        loaded = await loadOrCreateCa({ caDir: intercept.caDir, publicCaFile: intercept.publicCaFile, leafTtlMs: intercept.leafTtl })
+        loaded = await loadOrCreateCa({ caDir: intercept.caDir, publicCaFile: intercept.publicCaFile, leafTtlMs: intercept.leafTtl, scope: caScopeFor(Object.values(r.config.credentials)) })
       } catch (err) {
         io.stderr.write(err instanceof ConfigError ? formatIssues(err.issues) : `latchkey ca: ${(err as Error).message}\n`)
         return setCode(1)

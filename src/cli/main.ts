@@ -3,6 +3,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, CommanderError } from 'commander'
 import { startDaemon } from '../daemon.ts'
+import { checkListeners } from '../config/listeners.ts'
 import { loadConfigFile, type Config } from '../config/load.ts'
 import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
@@ -121,7 +122,13 @@ function withListenOverrides(config: Config, o: RunOptions): Config | string {
     if (typeof r === 'string') return r
     admin = Object.freeze({ ...config.admin, listen: r })
   }
-  return Object.freeze({ ...config, listen, admin })
+  if (o.listen === undefined && o.adminListen === undefined) return config
+  // The listener rule again, for the addresses the flags chose; the file's listener warnings give way to these.
+  const next = { ...config, listen, admin }
+  const r = checkListeners(next, { listen: '--listen', adminListen: '--admin-listen' })
+  if (r.issues.length > 0) return r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')
+  const stale = new Set(checkListeners(config).warnings)
+  return Object.freeze({ ...next, warnings: Object.freeze([...config.warnings.filter((w) => !stale.has(w)), ...r.warnings]) })
 }
 
 async function run(io: CliIo, o: RunOptions): Promise<number> {

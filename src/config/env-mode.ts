@@ -39,6 +39,7 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>,
     credentials: { default: credential },
   }
   if (env.LATCHKEY_LISTEN) raw.listen = env.LATCHKEY_LISTEN
+  if (env.LATCHKEY_EXPOSED_REASON !== undefined) raw.exposed = { reason: env.LATCHKEY_EXPOSED_REASON }
   if (env.LATCHKEY_ADMIN_LISTEN) raw.admin = { listen: env.LATCHKEY_ADMIN_LISTEN }
   if (env.LATCHKEY_LOG_LEVEL) raw.log = { level: env.LATCHKEY_LOG_LEVEL }
   if (env.LATCHKEY_EGRESS) raw.egress = env.LATCHKEY_EGRESS
@@ -53,6 +54,7 @@ export function configFromEnv(env: Readonly<Record<string, string | undefined>>,
     [/^providers\.default\.type/, 'LATCHKEY_PROVIDER'],
     [/^providers\.default/, 'LATCHKEY_PROVIDER (provider options from its usual variables)'],
     [/^listen/, 'LATCHKEY_LISTEN'],
+    [/^exposed/, 'LATCHKEY_EXPOSED_REASON'],
     [/^admin/, 'LATCHKEY_ADMIN_LISTEN'],
     [/^log/, 'LATCHKEY_LOG_LEVEL'],
     [/^egress/, 'LATCHKEY_EGRESS'],

@@ -11,14 +11,12 @@ import type { LogLevel, RawConfig } from './schema.ts'
 import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
 import { parseSections, type ParsedSections } from './parse-sections.ts'
+import { checkListeners, type ListenAddress } from './listeners.ts'
 
 /** A literal (not `${...}`) value under a key that holds secret material. */
 const INLINE_SECRET = /^\s*(token|secretId|secret_id|password|clientSecret)\s*:\s*(?!\$\{)["']?[^\s"'#]/im
 
-export interface ListenAddress {
-  host: string
-  port: number
-}
+export type { ListenAddress } from './listeners.ts'
 
 /** A credential compiled at load: patterns parsed, injector compiled, cache key fixed. */
 export interface CompiledCredential {
@@ -50,6 +48,8 @@ export interface ProviderConfig {
 /** The validated, frozen configuration the daemon runs on. */
 export interface Config {
   readonly listen: ListenAddress
+  /** The proxy listener may bind a non-loopback address, for this reason (see listeners.ts). */
+  readonly exposed: { readonly reason: string } | undefined
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
   readonly log: { readonly level: LogLevel }
   readonly cache: RawConfig['cache']
@@ -267,10 +267,17 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
 
   const listen = parseListen(raw.listen, 'listen', issues)
   const adminListen = parseListen(raw.admin.listen, 'admin.listen', issues)
+  const exposed = raw.exposed === undefined ? undefined : Object.freeze({ reason: raw.exposed.reason })
+  if (listen && adminListen) {
+    const r = checkListeners({ listen, exposed, admin: { listen: adminListen, token: adminToken } })
+    issues.push(...r.issues)
+    warnings.push(...r.warnings)
+  }
   if (issues.length > 0) return undefined
 
   const config: Config = {
     listen: listen as ListenAddress,
+    exposed,
     admin: Object.freeze({ listen: adminListen as ListenAddress, token: adminToken }),
     log: Object.freeze({ level: raw.log.level }),
     cache: Object.freeze(raw.cache),

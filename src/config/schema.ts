@@ -91,6 +91,18 @@ export const providerEntrySchema = z.object({ type: z.string() }).passthrough()
 export const configShape = {
   /** Proxy listener: reverse routes + forward proxy. */
   listen: listenAddress.default('127.0.0.1:8181'),
+  /**
+   * The proxy listener (`listen`) may bind an address other than loopback. Without this a
+   * non-loopback `listen` is refused: anyone who can reach the proxy gets credentials
+   * injected. `reason` says why the network may use it; a proxy client token will be another
+   * way to satisfy this key.
+   */
+  exposed: z
+    .object({
+      reason: z.string().trim().min(10, 'exposed.reason must say why the proxy is reachable from the network (at least 10 characters)'),
+    })
+    .strict()
+    .optional(),
   admin: z
     .object({
       /** Health, readiness, metrics and cache admin. */

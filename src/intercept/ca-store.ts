@@ -1,9 +1,11 @@
 import { randomBytes, X509Certificate } from 'node:crypto'
 import { chmod, link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { isIPv4 } from 'node:net'
 import path from 'node:path'
 import { getCACertificates } from 'node:tls'
 import { ConfigError } from '../errors.ts'
-import { CertificateAuthority } from './certificate-authority.ts'
+import type { HostPattern } from '../binding/host-pattern.ts'
+import { CertificateAuthority, normalScope, type CaScope } from './certificate-authority.ts'
 
 /** Lifetime of a CA latchkey generates itself. Short enough that a leaked caDir ages out. */
 const GENERATED_CA_LIFETIME_MS = 2 * 365 * 86_400_000
@@ -39,8 +41,10 @@ export interface LoadedCa {
   readonly files: CaFiles
   /** Where the certificate and the bundle were also written for the app (`intercept.publicCaFile`). */
   readonly publicFiles: { readonly certFile: string; readonly bundleFile: string } | undefined
-  /** True when this call generated the CA. */
+  /** True when this call generated the CA (first start, or a rotation). */
   readonly created: boolean
+  /** True when this call replaced a CA whose name constraints no longer matched the bound hosts. */
+  readonly rotated: boolean
   /** Things worth a warning line (loose key file mode, CA close to expiry). */
   readonly warnings: readonly string[]
 }
@@ -52,6 +56,32 @@ export interface CaStoreOptions {
   publicCaFile?: string | undefined
   /** Leaf lifetime: a CA that expires sooner than one leaf would live is refused. */
   leafTtlMs: number
+  /** The names the CA may vouch for: the hosts credentials are bound to (`caScopeFor`). */
+  scope: CaScope
+}
+
+/**
+ * The CA's name constraints for a set of credentials: each exact host permits itself (and,
+ * as X.509 has it, the names under it), each `*.suffix` the names under `suffix` (a
+ * leading-dot subtree, so not `suffix` itself), each IP literal that one address. Ports play
+ * no part: a certificate names hosts, not ports.
+ */
+export function caScopeFor(credentials: Iterable<{ readonly patterns: readonly HostPattern[] }>): CaScope {
+  const dns: string[] = []
+  const ip: string[] = []
+  for (const c of credentials) {
+    for (const p of c.patterns) {
+      if (p.wildcard) dns.push(`.${p.host}`)
+      else if (p.host.startsWith('[')) ip.push(p.host.slice(1, -1))
+      else if (isIPv4(p.host)) ip.push(p.host)
+      else dns.push(p.host)
+    }
+  }
+  return normalScope({ dns, ip })
+}
+
+function sameScope(a: CaScope | undefined, b: CaScope): boolean {
+  return a !== undefined && JSON.stringify(normalScope(a)) === JSON.stringify(normalScope(b))
 }
 
 export function caFiles(caDir: string): CaFiles {
@@ -106,23 +136,35 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
   await checkDir(files.dir, warnings)
 
   let created = false
+  let rotated = false
   let pair = await readPair(files)
+  const generate = () => CertificateAuthority.create({ commonName: 'latchkey interception CA', lifetimeMs: GENERATED_CA_LIFETIME_MS, scope: o.scope })
   if (!pair) {
-    const fresh = await CertificateAuthority.create({ commonName: 'latchkey interception CA', lifetimeMs: GENERATED_CA_LIFETIME_MS })
+    const fresh = await generate()
     created = await createKeyFile(files.keyFile, fresh.keyPem + fresh.certPem)
     // Another process may have won the race: everyone uses the file that exists.
-    pair = created ? { cert: fresh.certPem, key: fresh.keyPem } : await readPair(files)
+    pair = created ? { cert: fresh.certPem, key: fresh.keyPem, own: true } : await readPair(files)
     if (!pair) throw caError('intercept.caDir', `${files.keyFile} could not be read after it was created`)
   } else {
     const mode = (await stat(files.keyFile)).mode
     if ((mode & 0o077) !== 0) warnings.push(`interception CA key ${files.keyFile} is readable by other users (mode ${(mode & 0o777).toString(8)}); chmod 600`)
   }
 
-  let ca: CertificateAuthority
-  try {
-    ca = await CertificateAuthority.load(pair.cert, pair.key)
-  } catch {
-    throw caError('intercept.caDir', `${files.keyFile} does not hold a usable ECDSA P-256 CA (a PKCS#8 "PRIVATE KEY" and its "CERTIFICATE"); delete ${files.dir} to let latchkey create a new one`)
+  let ca = await loadPair(pair, files)
+  if (pair.own && !sameScope(ca.scope, o.scope)) {
+    // latchkey's own CA, made for another set of bound hosts (or before CAs were constrained):
+    // a new one replaces it, and the bundle files below are rewritten to trust the new one.
+    const fresh = await generate()
+    await replaceKeyFile(files.keyFile, fresh.keyPem + fresh.certPem)
+    pair = await readPair(files)
+    if (!pair) throw caError('intercept.caDir', `${files.keyFile} could not be read after it was replaced`)
+    ca = await loadPair(pair, files)
+    if (!sameScope(ca.scope, o.scope)) throw caError('intercept.caDir', `another latchkey sharing ${files.dir} binds other hosts and replaced the CA meanwhile; give each configuration its own intercept.caDir`)
+    created = true
+    rotated = true
+    warnings.push(`the hosts credentials are bound to changed, so a new interception CA constrained to them replaced the one in ${files.dir}; the bundle files were rewritten, and a client that loaded the old bundle must restart to trust the new CA`)
+  } else if (!pair.own && ca.scope === undefined) {
+    warnings.push(`the interception CA in ${files.dir} was brought by the operator and carries no name constraints latchkey can read: with its key, anyone can vouch for any host to the clients that trust it; let latchkey create its own (remove ${files.keyFile} and ${files.certFile})`)
   }
   const left = ca.notAfter.getTime() - Date.now()
   if (left < o.leafTtlMs) throw caError('intercept.caDir', `the interception CA in ${files.dir} expires ${ca.notAfter.toISOString()}, before a leaf certificate would; delete ${files.dir} to let latchkey create a new one (and re-distribute the certificate)`)
@@ -138,11 +180,19 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
     await writePublic(publicFiles.certFile, ca.certPem, 'intercept.publicCaFile', warnings)
     await writePublic(publicFiles.bundleFile, bundle, 'intercept.publicCaFile', warnings)
   }
-  return { ca, files, publicFiles, created, warnings }
+  return { ca, files, publicFiles, created, rotated, warnings }
+}
+
+async function loadPair(pair: { cert: string; key: string }, files: CaFiles): Promise<CertificateAuthority> {
+  try {
+    return await CertificateAuthority.load(pair.cert, pair.key)
+  } catch {
+    throw caError('intercept.caDir', `${files.keyFile} does not hold a usable ECDSA P-256 CA (a PKCS#8 "PRIVATE KEY" and its "CERTIFICATE"); delete ${files.dir} to let latchkey create a new one`)
+  }
 }
 
 /** Read the key file (and the certificate: from the key file, else `ca.pem`). undefined when there is no key file. */
-async function readPair(files: CaFiles): Promise<{ cert: string; key: string } | undefined> {
+async function readPair(files: CaFiles): Promise<{ cert: string; key: string; own: boolean } | undefined> {
   let text: string
   try {
     text = await readFile(files.keyFile, 'utf8')
@@ -153,6 +203,8 @@ async function readPair(files: CaFiles): Promise<{ cert: string; key: string } |
   const key = pemBlock(text, 'PRIVATE KEY')
   if (!key) throw caError('intercept.caDir', `${files.keyFile} holds no PKCS#8 "PRIVATE KEY" block`)
   let cert = pemBlock(text, 'CERTIFICATE')
+  // latchkey writes key and certificate into one file; an operator's CA comes as two.
+  const own = cert !== undefined
   if (!cert) {
     // A CA brought by the operator: key and certificate in two files.
     try {
@@ -167,7 +219,7 @@ async function readPair(files: CaFiles): Promise<{ cert: string; key: string } |
   } catch {
     throw caError('intercept.caDir', `the certificate for ${files.keyFile} is not a CA certificate (basicConstraints CA:TRUE)`)
   }
-  return { cert, key }
+  return { cert, key, own }
 }
 
 function pemBlock(text: string, label: string): string | undefined {
@@ -185,6 +237,19 @@ async function createKeyFile(file: string, content: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
     throw caError('intercept.caDir', `cannot write ${file} (${codeOf(err)})`)
+  } finally {
+    await unlink(tmp).catch(() => undefined)
+  }
+}
+
+/** Replace the key file in one step (temp file 0600, then rename over it), so no reader sees half of it. */
+async function replaceKeyFile(file: string, content: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    await writeFile(tmp, content, { mode: 0o600, flag: 'wx' })
+    await rename(tmp, file)
+  } catch (err) {
+    throw caError('intercept.caDir', `cannot replace ${file} (${codeOf(err)})`)
   } finally {
     await unlink(tmp).catch(() => undefined)
   }

@@ -1,6 +1,8 @@
 import 'reflect-metadata'
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto'
 import { isIP } from 'node:net'
+import { AsnConvert } from '@peculiar/asn1-schema'
+import { GeneralName, GeneralSubtree, GeneralSubtrees, id_ce_nameConstraints, NameConstraints } from '@peculiar/asn1-x509'
 import * as x509 from '@peculiar/x509'
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair
@@ -15,11 +17,24 @@ export interface KeyPairPem {
   key: string
 }
 
+/**
+ * The names a CA may vouch for, as X.509 name constraints (RFC 5280 §4.2.1.10). `dns`: a
+ * name permits itself and every name under it; a leading dot (`.example.com`) permits only
+ * the names under it. `ip`: single addresses (IPv4, or IPv6 without brackets). A type left
+ * empty is excluded outright, so the CA vouches for no name of that type at all.
+ */
+export interface CaScope {
+  readonly dns: readonly string[]
+  readonly ip: readonly string[]
+}
+
 export interface CaOptions {
   /** Subject common name. */
   commonName?: string
   /** Lifetime of the CA certificate in milliseconds (default 1 year). */
   lifetimeMs?: number
+  /** Name constraints (critical); without them the CA can vouch for any name. */
+  scope?: CaScope
 }
 
 export interface LeafOptions {
@@ -73,6 +88,7 @@ export class CertificateAuthority {
         new x509.BasicConstraintsExtension(true, 0, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        ...(options.scope ? [nameConstraintsExtension(options.scope)] : []),
       ],
     })
     const keyPem = toPem(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY')
@@ -93,6 +109,12 @@ export class CertificateAuthority {
     return this.#cert.notAfter
   }
 
+  /** The CA's name constraints in the form `CaOptions.scope` takes (sorted); undefined when it has none it can state. */
+  get scope(): CaScope | undefined {
+    const ext = this.#cert.getExtension(id_ce_nameConstraints)
+    return ext ? scopeOf(ext.value) : undefined
+  }
+
   /** Issue a leaf certificate for DNS names and/or IP literals. */
   async issue(names: readonly string[], options: LeafOptions = {}): Promise<KeyPairPem> {
     if (names.length === 0) throw new Error('a leaf certificate needs at least one name')
@@ -105,7 +127,9 @@ export class CertificateAuthority {
     const first = names[0] as string
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
-      subject: `CN=${first.length <= 64 ? first : 'latchkey leaf'}`,
+      // OpenSSL checks a subject CN that looks like a host name against the CA's DNS constraints
+      // when the leaf has no DNS SAN: an IP literal there would be refused, so it gets a plain label.
+      subject: `CN=${first.length <= 64 && sans[0]?.type === 'dns' ? first : 'latchkey leaf'}`,
       issuer: this.#cert.subject,
       notBefore,
       notAfter: new Date(notBefore.getTime() + (options.lifetimeMs ?? 86_400_000)),
@@ -128,4 +152,47 @@ export class CertificateAuthority {
 /** Days until a PEM certificate expires (negative when expired). */
 export function daysUntilExpiry(certPem: string): number {
   return (new Date(new NodeX509(certPem).validTo).getTime() - Date.now()) / 86_400_000
+}
+
+/** The whole IPv4 and IPv6 spaces, for a scope that binds no IP literal. */
+const ALL_IP = ['0.0.0.0/0', '::/0']
+
+/** A sorted, de-duplicated copy: two scopes are equal when their JSON is. */
+export function normalScope(scope: CaScope): CaScope {
+  const sorted = (a: readonly string[]) => [...new Set(a.map((x) => x.toLowerCase()))].sort()
+  return { dns: sorted(scope.dns), ip: sorted(scope.ip) }
+}
+
+function nameConstraintsExtension(scope: CaScope): x509.Extension {
+  const s = normalScope(scope)
+  const subtrees = (names: GeneralName[]) => new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base })))
+  const permitted = [
+    ...s.dns.map((d) => new GeneralName({ dNSName: d })),
+    ...s.ip.map((ip) => new GeneralName({ iPAddress: `${ip}/${ip.includes(':') ? 128 : 32}` })),
+  ]
+  // An empty dNSName matches every DNS name (RFC 5280 §4.2.1.10, as OpenSSL, Go and NSS read it).
+  const excluded = [...(s.dns.length === 0 ? [new GeneralName({ dNSName: '' })] : []), ...(s.ip.length === 0 ? ALL_IP.map((ip) => new GeneralName({ iPAddress: ip })) : [])]
+  const nc = new NameConstraints({
+    permittedSubtrees: permitted.length > 0 ? subtrees(permitted) : undefined,
+    excludedSubtrees: excluded.length > 0 ? subtrees(excluded) : undefined,
+  })
+  return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(nc))
+}
+
+/** Read back what `nameConstraintsExtension` wrote; undefined for constraints of another shape (an operator's CA). */
+function scopeOf(der: ArrayBuffer): CaScope | undefined {
+  let nc: NameConstraints
+  try {
+    nc = AsnConvert.parse(der, NameConstraints)
+  } catch {
+    return undefined
+  }
+  const dns: string[] = []
+  const ip: string[] = []
+  for (const { base } of nc.permittedSubtrees ?? []) {
+    if (base.dNSName !== undefined) dns.push(base.dNSName)
+    else if (base.iPAddress !== undefined && /\/(32|128)$/.test(base.iPAddress)) ip.push(base.iPAddress.replace(/\/\d+$/, ''))
+    else return undefined
+  }
+  return normalScope({ dns, ip })
 }

@@ -6,12 +6,12 @@ import type { CompiledCredential } from '../config/load.ts'
 import type { Broker } from '../broker.ts'
 import type { ErrorCode } from '../errors.ts'
 import type { Forwarder } from '../proxy/forward.ts'
-import { normalizeHost, splitHostPort } from '../binding/host-pattern.ts'
+import { normalizeHost, sameAuthority, splitHostPort } from '../binding/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
 import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget } from '../proxy/resolve-target.ts'
 import { createEdgeServer, refuse, type Edge } from '../proxy/edge.ts'
 import { sendSocketError } from '../proxy/respond.ts'
-import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
+import { caScopeFor, loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
 
 /** What `createInterceptor` returns: the proxy's CONNECT hook plus its lifecycle and CA. */
@@ -56,7 +56,7 @@ const TUNNEL_KEEP_ALIVE_MS = 30_000
  */
 export async function createInterceptor(broker: Broker, forwarder: Forwarder): Promise<Interceptor> {
   const { config, logger, metrics } = broker
-  const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl })
+  const loaded = await loadOrCreateCa({ caDir: config.intercept.caDir, publicCaFile: config.intercept.publicCaFile, leafTtlMs: config.intercept.leafTtl, scope: caScopeFor(Object.values(config.credentials)) })
   for (const w of loaded.warnings) logger.warn({ event: 'intercept_ca_warning' }, w)
   logger.info({ event: 'intercept_ca', created: loaded.created, certFile: loaded.files.certFile, bundleFile: loaded.files.bundleFile, notAfter: loaded.ca.notAfter.toISOString() }, loaded.created ? 'created the interception CA' : 'loaded the interception CA')
 
@@ -222,7 +222,5 @@ function requestPath(req: IncomingMessage, t: Tunnel): string | { code: ErrorCod
 
 function sameDestination(authority: string | undefined, t: Tunnel): boolean {
   if (authority === undefined) return false
-  const hp = splitHostPort(authority)
-  if (!hp) return false
-  return normalizeHost(hp.host) === t.host && (hp.port ?? 443) === t.port
+  return sameAuthority(authority, t.host, t.port, 443)
 }

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { CompiledCredential, CompiledRoute, Config } from '../config/load.ts'
 import type { ErrorCode } from '../errors.ts'
 import { CredentialMatcher } from '../binding/credential-matcher.ts'
-import { normalizeHost, patternMatches, splitHostPort } from '../binding/host-pattern.ts'
+import { normalizeHost, patternMatches, sameAuthority, splitHostPort } from '../binding/host-pattern.ts'
 import { isLinkLocal } from './upstream.ts'
 
 /** Where a request goes, decided before anything is sent. */
@@ -132,9 +132,7 @@ export class TargetResolver {
     const port = u.port ? Number(u.port) : 80
     const hostHeader = req.headers.host
     if (hostHeader !== undefined) {
-      const hp = splitHostPort(hostHeader)
-      const hh = hp ? normalizeHost(hp.host) : undefined
-      if (!hp || hh !== host || (hp.port ?? 80) !== port) {
+      if (!sameAuthority(hostHeader, host, port, 80)) {
         return refuse('host_mismatch', 'the Host header and the absolute request URI name different destinations')
       }
     }

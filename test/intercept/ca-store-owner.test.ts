@@ -32,7 +32,7 @@ after(async () => {
 async function prepare(name: string): Promise<{ caDir: string; publicCaFile: string; bundleFile: string }> {
   const caDir = path.join(dir, name, 'ca')
   const publicCaFile = path.join(dir, name, 'shared', 'latchkey-ca.pem')
-  const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+  const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY, scope: { dns: ['api.example.com'], ip: [] } })
   await chmod(path.join(dir, name), 0o755) // created 0700 along with caDir
   for (const f of [caDir, r.files.keyFile, r.files.certFile, r.files.bundleFile]) await chown(f, NOBODY, NOBODY)
   return { caDir, publicCaFile, bundleFile: bundlePathFor(publicCaFile) }
@@ -46,7 +46,7 @@ async function prepare(name: string): Promise<{ caDir: string; publicCaFile: str
 function loadAsNobody(caDir: string, publicCaFile: string): Promise<{ ok: boolean; warnings?: string[]; error?: string; stderr: string }> {
   const script = `import { loadOrCreateCa } from ${JSON.stringify(MODULE)}
 try {
-  const r = await loadOrCreateCa({ caDir: ${JSON.stringify(caDir)}, publicCaFile: ${JSON.stringify(publicCaFile)}, leafTtlMs: ${DAY} })
+  const r = await loadOrCreateCa({ caDir: ${JSON.stringify(caDir)}, publicCaFile: ${JSON.stringify(publicCaFile)}, leafTtlMs: ${DAY}, scope: { dns: ['api.example.com'], ip: [] } })
   process.stdout.write(JSON.stringify({ ok: true, warnings: r.warnings }))
 } catch (err) {
   process.stdout.write(JSON.stringify({ ok: false, error: String(err.message) + ' ' + JSON.stringify(err.issues) }))

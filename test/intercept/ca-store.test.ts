@@ -20,11 +20,12 @@ after(async () => {
 })
 
 const DAY = 86_400_000
+const SCOPE = { dns: ['api.example.com'], ip: [] }
 
 test('a missing CA is created with a 0700 directory, a 0600 key file and a public certificate and bundle', async () => {
   const caDir = path.join(dir, 'fresh', 'ca')
   const publicCaFile = path.join(dir, 'shared', 'latchkey-ca.pem')
-  const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+  const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY, scope: SCOPE })
   assert.equal(r.created, true)
   assert.deepEqual(r.warnings, [])
   assert.equal((await stat(caDir)).mode & 0o777, 0o700)
@@ -47,7 +48,7 @@ test('under umask 077 the public certificate and bundle are still 0644 and a pub
   try {
     const caDir = path.join(dir, 'umask', 'ca')
     const publicCaFile = path.join(dir, 'umask', 'pub', 'nested', 'latchkey-ca.pem')
-    const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+    const r = await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY, scope: SCOPE })
     const mode = async (p: string) => ((await stat(p)).mode & 0o777).toString(8)
     assert.equal(await mode(caDir), '700')
     assert.equal(await mode(r.files.keyFile), '600')
@@ -55,7 +56,7 @@ test('under umask 077 the public certificate and bundle are still 0644 and a pub
     for (const d of [path.join(dir, 'umask', 'pub'), path.dirname(publicCaFile)]) assert.equal(await mode(d), '755', d)
     // A copy left unreadable by an earlier start (same content) is fixed too.
     await chmod(publicCaFile, 0o600)
-    await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY })
+    await loadOrCreateCa({ caDir, publicCaFile, leafTtlMs: DAY, scope: SCOPE })
     assert.equal(await mode(publicCaFile), '644')
   } finally {
     process.umask(old)
@@ -66,15 +67,15 @@ test('an existing public directory keeps its mode', async () => {
   const shared = path.join(dir, 'shared-existing')
   await mkdir(shared, { mode: 0o750 })
   await chmod(shared, 0o750)
-  await loadOrCreateCa({ caDir: path.join(dir, 'shared-existing-ca'), publicCaFile: path.join(shared, 'ca.pem'), leafTtlMs: DAY })
+  await loadOrCreateCa({ caDir: path.join(dir, 'shared-existing-ca'), publicCaFile: path.join(shared, 'ca.pem'), leafTtlMs: DAY, scope: SCOPE })
   assert.equal((await stat(shared)).mode & 0o777, 0o750)
 })
 
 test('an existing CA is loaded, not replaced, and a deleted public certificate is rewritten', async () => {
   const caDir = path.join(dir, 'reuse')
-  const first = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  const first = await loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })
   await rm(first.files.certFile)
-  const second = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  const second = await loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })
   assert.equal(second.created, false)
   assert.equal(second.ca.certPem, first.ca.certPem)
   assert.equal(await readFile(second.files.certFile, 'utf8'), first.ca.certPem)
@@ -82,7 +83,7 @@ test('an existing CA is loaded, not replaced, and a deleted public certificate i
 
 test('two processes starting at once end up with one CA', async () => {
   const caDir = path.join(dir, 'race')
-  const results = await Promise.all([1, 2, 3, 4].map(() => loadOrCreateCa({ caDir, leafTtlMs: DAY })))
+  const results = await Promise.all([1, 2, 3, 4].map(() => loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })))
   assert.equal(new Set(results.map((r) => r.ca.certPem)).size, 1)
   assert.equal(results.filter((r) => r.created).length, 1)
 })
@@ -93,19 +94,21 @@ test('an operator CA in two files (ca-key.pem with the key only, ca.pem) is used
   const ca = await CertificateAuthority.create({ commonName: 'operator CA' })
   await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem, { mode: 0o644 })
   await writeFile(path.join(caDir, 'ca.pem'), ca.certPem)
-  const r = await loadOrCreateCa({ caDir, leafTtlMs: DAY })
+  const r = await loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })
   assert.equal(r.created, false)
   assert.equal(r.ca.certPem, ca.certPem)
-  assert.equal(r.warnings.length, 1)
+  assert.equal(r.warnings.length, 2)
   assert.match(r.warnings[0] as string, /readable by other users.*chmod 600/)
+  // Never replaced (it is the operator's), but its missing name constraints are said out loud.
+  assert.match(r.warnings[1] as string, /brought by the operator and carries no name constraints/)
 })
 
 test('a CA that expires before one leaf would is refused with a message naming intercept.caDir', async () => {
   const caDir = path.join(dir, 'expiring')
   await mkdir(caDir, { mode: 0o700 })
-  const ca = await CertificateAuthority.create({ lifetimeMs: 2 * DAY })
+  const ca = await CertificateAuthority.create({ lifetimeMs: 2 * DAY, scope: SCOPE })
   await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem + ca.certPem, { mode: 0o600 })
-  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: 7 * DAY }), (err: unknown) => {
+  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: 7 * DAY, scope: SCOPE }), (err: unknown) => {
     assert.ok(err instanceof ConfigError)
     assert.equal(err.issues[0]?.path, 'intercept.caDir')
     assert.match(err.message, /expires .* delete/)
@@ -117,7 +120,7 @@ test('a key file without a key is refused', async () => {
   const caDir = path.join(dir, 'garbage')
   await mkdir(caDir, { mode: 0o700 })
   await writeFile(path.join(caDir, 'ca-key.pem'), 'not a key', { mode: 0o600 })
-  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: DAY }), /PRIVATE KEY/)
+  await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE }), /PRIVATE KEY/)
 })
 
 test('the bundle path sits next to the public certificate', () => {

@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test'
 import tls from 'node:tls'
 import { ProxyAgent, request } from 'undici'
 import type { Daemon } from '../../src/daemon.ts'
+import { CertificateAuthority } from '../../src/intercept/certificate-authority.ts'
 import { createInterceptor, type Interceptor } from '../../src/intercept/interceptor.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
@@ -138,6 +139,11 @@ async function waitForRecord(match: (l: Record<string, unknown>) => boolean): Pr
   }
   assert.fail('no matching log record')
 }
+
+test('the daemon CA is constrained to exactly the hosts its credentials are bound to', async () => {
+  const ca = await CertificateAuthority.load(caPem, await readFile(path.join(dir, 'ca', 'ca-key.pem'), 'utf8'))
+  assert.deepEqual(ca.scope, { dns: ['localhost'], ip: ['127.0.0.1'] })
+})
 
 test('a handshake with SNI naming the CONNECT host gets a leaf for it, ALPN http/1.1, and the credential is injected', async () => {
   const before = up.received.length

@@ -1,0 +1,68 @@
+import { isIPv4 } from 'node:net'
+import type { ConfigIssue } from '../errors.ts'
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+/** What the listener rule reads from a config (also after `--listen` / `--admin-listen`). */
+export interface ListenerSettings {
+  readonly listen: ListenAddress
+  /** `exposed`: the proxy listener may bind a non-loopback address, for the reason given. */
+  readonly exposed: { readonly reason: string } | undefined
+  readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
+}
+
+export interface ListenerReport {
+  issues: ConfigIssue[]
+  warnings: string[]
+}
+
+/**
+ * Whether a listen host (as written in `listen` / `admin.listen`, or as `server.address()`
+ * reports it) only accepts connections from this machine (or pod): 127.0.0.0/8, ::1, their
+ * IPv4-mapped form, and `localhost`. Any other name may resolve anywhere, so it counts as
+ * exposed; so do the wildcards 0.0.0.0 and ::.
+ */
+export function isLoopbackHost(host: string): boolean {
+  let h = host.toLowerCase()
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1)
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true
+  if (h.startsWith('::ffff:')) h = h.slice('::ffff:'.length)
+  return isIPv4(h) && h.startsWith('127.')
+}
+
+function address(a: ListenAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+/**
+ * The listener rule. A proxy listener off loopback injects credentials into requests from
+ * anyone who can reach it, so it must be chosen explicitly (`exposed.reason`); without that
+ * the config is refused, naming the key. An admin listener off loopback is allowed (kubelet
+ * probes reach the pod IP) but serves only /healthz and /readyz without the admin token;
+ * both facts are reported as warnings so `check` and the start log say them.
+ */
+export function checkListeners(s: ListenerSettings, keys: { listen: string; adminListen: string } = { listen: 'listen', adminListen: 'admin.listen' }): ListenerReport {
+  const issues: ConfigIssue[] = []
+  const warnings: string[] = []
+  if (!isLoopbackHost(s.listen.host)) {
+    if (s.exposed === undefined) {
+      issues.push({
+        path: keys.listen,
+        message: `${address(s.listen)} is not a loopback address: anyone who can reach it would get credentials injected into their requests. Keep the proxy on 127.0.0.1, or make this an explicit choice with exposed: { reason: "<why the network may use this proxy>" } (LATCHKEY_EXPOSED_REASON in env-only mode)`,
+      })
+    } else {
+      warnings.push(`the proxy listener ${address(s.listen)} is reachable from the network (exposed.reason is set): anyone who can reach it gets credentials injected into requests to the bound hosts`)
+    }
+  }
+  if (!isLoopbackHost(s.admin.listen.host)) {
+    warnings.push(
+      s.admin.token === undefined
+        ? `the admin listener ${address(s.admin.listen)} is not on loopback: /healthz and /readyz answer anyone who can reach it; /metrics and the cache calls are refused (403 admin_disabled) until an admin token is set (admin.token or admin.tokenFile)`
+        : `the admin listener ${address(s.admin.listen)} is not on loopback: /healthz and /readyz answer anyone who can reach it; /metrics and the cache calls need the admin token (Authorization: Bearer <token>)`,
+    )
+  }
+  return { issues, warnings }
+}
