@@ -217,6 +217,7 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.deepEqual(hook.admissionReviewVersions, ['v1'])
     assert.equal(hook.sideEffects, 'None')
     assert.equal(hook.failurePolicy, 'Fail')
+    assert.equal(hook.reinvocationPolicy, 'IfNeeded', 'containers added by later webhooks get the variables')
     assert.deepEqual((hook.namespaceSelector as Json).matchLabels, { 'latchkey.dev/injection': 'enabled' })
     assert.ok(JSON.stringify(hook.namespaceSelector).includes('latchkey-system'), 'the injector namespace is never selected')
     assert.deepEqual(hook.objectSelector, { matchExpressions: [{ key: 'latchkey.dev/inject', operator: 'NotIn', values: ['false'] }] })

@@ -61,6 +61,7 @@ describe('latchkey injector: HTTPS webhook server', () => {
       logger: pino({ level: 'info' }, logs),
       bodyLimit: 64 * 1024,
       certCheckIntervalMs: 60_000,
+      processMetrics: false,
     })
   })
   after(async () => {
@@ -96,6 +97,30 @@ describe('latchkey injector: HTTPS webhook server', () => {
     const r = await request(server.url, ca.caPem, { method: 'GET', path: '/healthz' })
     assert.equal(r.status, 200)
     assert.deepEqual(JSON.parse(r.body), { status: 'ok' })
+  })
+
+  it('serves GET /metrics in Prometheus text: admissions by outcome (every outcome from zero) and their latency, never a pod name', async () => {
+    const scrape = async () => {
+      const r = await request(server.url, ca.caPem, { method: 'GET', path: '/metrics' })
+      assert.equal(r.status, 200)
+      assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/)
+      const count = (metric: string, outcome: string) => Number(new RegExp(`^${metric}\\{outcome="${outcome}"\\} (\\d+)$`, 'm').exec(r.body)?.[1] ?? NaN)
+      return { body: r.body, count }
+    }
+    const before = await scrape()
+    for (const outcome of ['injected', 'reinvoked', 'skipped', 'denied', 'ignored', 'invalid', 'error']) {
+      assert.ok(Number.isInteger(before.count('latchkey_injector_admissions_total', outcome)), `${outcome} is reported before it happens`)
+    }
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod(INJECT))) })
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod({ 'latchkey.dev/inject': 'true' }))) })
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod(undefined))) })
+    await request(server.url, ca.caPem, { body: '{"apiVersion":' })
+    const after = await scrape()
+    const delta = (outcome: string) => after.count('latchkey_injector_admissions_total', outcome) - before.count('latchkey_injector_admissions_total', outcome)
+    assert.deepEqual([delta('injected'), delta('denied'), delta('skipped'), delta('invalid'), delta('error')], [1, 1, 1, 1, 0])
+    assert.equal(after.count('latchkey_injector_admission_duration_seconds_count', 'injected') - before.count('latchkey_injector_admission_duration_seconds_count', 'injected'), 1)
+    assert.match(after.body, /^latchkey_injector_admission_duration_seconds_bucket\{le="0\.005",outcome="injected"\} \d+$/m)
+    assert.doesNotMatch(after.body, /train-model|pipelines/, 'labels are outcomes only')
   })
 
   it('answers errors as JSON: unknown path, wrong method, wrong content type, bad JSON, not an AdmissionReview', async () => {
