@@ -176,6 +176,8 @@ export function appEnv(plan: Plan, o: SidecarOptions): { name: string; value: st
       { name: 'SSL_CERT_FILE', value: bundle },
       { name: 'REQUESTS_CA_BUNDLE', value: bundle },
       { name: 'CURL_CA_BUNDLE', value: bundle },
+      // git (libcurl) reads only this one.
+      { name: 'GIT_SSL_CAINFO', value: bundle },
       // Node adds this one to its roots, so the CA alone is enough.
       { name: 'NODE_EXTRA_CA_CERTS', value: `${POD_PATHS.sharedDir}/ca.pem` },
     )

@@ -146,6 +146,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
     const env = envOf(app)
     assert.equal(env.SSL_CERT_FILE, '/var/run/latchkey/ca-bundle.pem')
     assert.equal(env.REQUESTS_CA_BUNDLE, '/var/run/latchkey/ca-bundle.pem')
+    assert.equal(env.GIT_SSL_CAINFO, '/var/run/latchkey/ca-bundle.pem', 'git reads only GIT_SSL_CAINFO')
     assert.equal(env.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
     assert.equal(env.HTTPS_PROXY, 'http://127.0.0.1:8181', 'https:// through the proxy, intercepted')
     assert.equal(env.https_proxy, 'http://127.0.0.1:8181')
