@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, test } from 'node:test'
+import { execNoProxy } from '../../src/cli/exec-command.ts'
+import { parseConfigText } from '../../src/config/load.ts'
 import { assertNoCanary } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
@@ -124,4 +126,17 @@ test('an inherited GIT_SSL_CAINFO naming another CA file gets a copy of that fil
   assert.ok(r.stdout.startsWith(corp.trimEnd()), 'the inherited file comes first, unchanged')
   assert.equal(r.stdout.match(/BEGIN CERTIFICATE/g)?.length, 2, 'that CA and latchkey\'s, not the public roots')
   assert.match(r.stderr, new RegExp(`GIT_SSL_CAINFO was ${upstreamCa.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; the command gets a copy of it with latchkey's CA appended`))
+})
+
+test('execNoProxy leaves out exactly the loopback names a credential is bound to, IPv6 and any port included', () => {
+  const noProxyFor = (hosts: string[]) => {
+    const text = ['providers: { dev: { type: env } }', 'credentials:', `  c: { provider: dev, ref: T, hosts: ${JSON.stringify(hosts)}, insecure: true, inject: { type: bearer } }`, ''].join('\n')
+    const r = parseConfigText(text, { env: {}, baseDir: dir })
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues))
+    return execNoProxy(r.config)
+  }
+  assert.deepEqual(noProxyFor(['api.example.com']), { noProxy: 'localhost,127.0.0.1,::1', bound: [] })
+  assert.deepEqual(noProxyFor(['[::1]:8080']), { noProxy: 'localhost,127.0.0.1', bound: ['::1'] })
+  assert.deepEqual(noProxyFor(['LOCALHOST:*', '127.0.0.1']), { noProxy: '::1', bound: ['localhost', '127.0.0.1'] })
+  assert.deepEqual(noProxyFor(['127.0.0.2:9000']), { noProxy: 'localhost,127.0.0.1,::1', bound: [] }, 'not in NO_PROXY to begin with')
 })
