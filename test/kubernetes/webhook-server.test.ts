@@ -192,7 +192,7 @@ describe('latchkey injector command', () => {
       const controller = new AbortController()
       const cmd = injectorCommand({ env: {}, stdout, stderr, cwd: dir, signal: controller.signal })
       cmd.exitOverride()
-      const done = cmd.parseAsync(['--listen', '127.0.0.1:0', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key'), '--sidecar-image', 'registry.example/latchkey:9.9.9', '--log-level', 'silent'], {
+      const done = cmd.parseAsync(['--listen', '127.0.0.1:0', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key'), '--sidecar-image', 'registry.example/latchkey:9.9.9', '--cpu-limit', '500m', '--log-level', 'silent'], {
         from: 'user',
       })
       const deadline = Date.now() + 10_000
@@ -202,8 +202,9 @@ describe('latchkey injector command', () => {
       const r = await request(url, ca.caPem, { body: JSON.stringify(admissionReview(pod(INJECT))) })
       const review = JSON.parse(r.body) as { response: { patch: string } }
       const ops = JSON.parse(Buffer.from(review.response.patch, 'base64').toString('utf8')) as { path: string; value: unknown }[]
-      const init = ops.find((o) => o.path === '/spec/initContainers')?.value as { image: string }[] | undefined
+      const init = ops.find((o) => o.path === '/spec/initContainers')?.value as { image: string; resources: { limits: Record<string, string> } }[] | undefined
       assert.equal(init?.[0]?.image, 'registry.example/latchkey:9.9.9', 'the --sidecar-image flag reaches the patch')
+      assert.deepEqual(init?.[0]?.resources.limits, { memory: '256Mi', cpu: '500m' }, 'and --cpu-limit')
       controller.abort()
       await done
     } finally {
