@@ -145,6 +145,9 @@ test('httpx reads HTTPS_PROXY and SSL_CERT_FILE (trust_env is on by default)', {
   const r = await keep(run(httpx.exe as string, ['-c', py, f.boundUrl('/httpx')], { env: proxyEnv({ SSL_CERT_FILE: f.bundleFile }) }))
   assert.equal(r.code, 0, r.stderr)
   assert.deepEqual(JSON.parse(r.stdout), { path: '/httpx', credential: 'present' })
+  const without = await keep(run(httpx.exe as string, ['-c', py, f.boundUrl('/httpx-refused')], { env: proxyEnv() }))
+  assert.notEqual(without.code, 0, 'without SSL_CERT_FILE httpx trusts its own roots only')
+  assert.match(without.stderr, /CERTIFICATE_VERIFY_FAILED|certificate verify failed/)
 })
 
 test('aiohttp reads HTTPS_PROXY only with trust_env=True, and trusts the bundle through an ssl context from SSL_CERT_FILE', { skip: aiohttp.skip }, async () => {
