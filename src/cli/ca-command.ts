@@ -1,5 +1,6 @@
 import { Command } from 'commander'
 import { ConfigError } from '../errors.ts'
+import { CA_FILE_VARS, caTrustEnv } from './ca-trust-env.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -35,12 +36,12 @@ export function caCommand(io: CliIo, setCode: (code: number) => void): Command {
       if (!intercept.enabled) io.stderr.write('note: intercept.enabled is false in this configuration; `latchkey run` will refuse CONNECT to credentialed hosts until it is true\n')
       // The app reads the published copy when there is one (a shared volume); else the files in caDir.
       const files = loaded.publicFiles ?? loaded.files
+      const trust = await caTrustEnv(io.env, files)
+      for (const n of trust.notes) io.stderr.write(`warning: ${n}\n`)
       const exports = [
         `# latchkey interception CA, valid until ${loaded.ca.notAfter.toISOString()}`,
-        '# SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace a client\'s whole trust store: they point at the bundle (public roots + this CA).',
-        `export SSL_CERT_FILE=${shellQuote(files.bundleFile)}`,
-        `export REQUESTS_CA_BUNDLE=${shellQuote(files.bundleFile)}`,
-        `export CURL_CA_BUNDLE=${shellQuote(files.bundleFile)}`,
+        "# SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and GIT_SSL_CAINFO (git reads only this one) replace a client's whole trust store: they point at the bundle (public roots + this CA).",
+        ...CA_FILE_VARS.map((name) => `export ${name}=${shellQuote(trust.env[name] as string)}`),
         '# NODE_EXTRA_CA_CERTS adds to Node\'s store: the CA alone.',
         `export NODE_EXTRA_CA_CERTS=${shellQuote(files.certFile)}`,
       ].join('\n') + '\n'

@@ -9,6 +9,8 @@ import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
 import { startDaemon, type Daemon } from '../daemon.ts'
 import type { Interceptor } from '../intercept/interceptor.ts'
+import { normalizeHost } from '../proxy/host-pattern.ts'
+import { caTrustEnv } from './ca-trust-env.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
 
@@ -34,7 +36,20 @@ const PROVIDER_SECRET_VARS: Readonly<Record<string, readonly string[]>> = {
 }
 
 /** Loopback only: everything else goes through latchkey. */
-const NO_PROXY = 'localhost,127.0.0.1,::1'
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'] as const
+
+/**
+ * NO_PROXY for the command: the loopback names, minus those a credential is bound to (on any
+ * port). Left in, `curl http://127.0.0.1:PORT` to a bound loopback service would bypass latchkey
+ * and go out with no credential and no word. NO_PROXY has no port in most clients (curl), so the
+ * other ports of such a host go through latchkey too, and follow `egress`.
+ */
+export function execNoProxy(config: Pick<Config, 'credentials'>): { noProxy: string; bound: string[] } {
+  const boundHosts = new Set<string>()
+  for (const c of Object.values(config.credentials)) for (const p of c.patterns) if (!p.wildcard) boundHosts.add(p.host)
+  const bound = LOOPBACK_NAMES.filter((n) => boundHosts.has(normalizeHost(n) as string))
+  return { noProxy: LOOPBACK_NAMES.filter((n) => !bound.includes(n)).join(','), bound }
+}
 
 export interface ChildEnvInput {
   /** latchkey's own environment. */
@@ -43,8 +58,8 @@ export interface ChildEnvInput {
   /** The config file's text, for the `${env:NAME}` references it makes. */
   configText: string | undefined
   proxyUrl: string
-  /** The interception CA files, when interception is on. */
-  ca: { certFile: string; bundleFile: string } | undefined
+  /** The CA variables (`caTrustEnv`), when interception is on. */
+  caEnv: Record<string, string> | undefined
 }
 
 /**
@@ -68,21 +83,19 @@ export function childEnv(i: ChildEnvInput): { env: Record<string, string>; remov
     if (remove.has(k)) removed.push(k)
     else env[k] = v
   }
+  const { noProxy } = execNoProxy(i.config)
   Object.assign(env, {
     HTTP_PROXY: i.proxyUrl,
     HTTPS_PROXY: i.proxyUrl,
     http_proxy: i.proxyUrl,
     https_proxy: i.proxyUrl,
-    NO_PROXY,
-    no_proxy: NO_PROXY,
+    NO_PROXY: noProxy,
+    no_proxy: noProxy,
     // Node 24's fetch and http honour HTTP(S)_PROXY only with this.
     NODE_USE_ENV_PROXY: '1',
     LATCHKEY_PROXY_URL: i.proxyUrl,
   })
-  if (i.ca) {
-    // SSL_CERT_FILE / REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the client's trust store: the bundle keeps the public roots.
-    Object.assign(env, { SSL_CERT_FILE: i.ca.bundleFile, REQUESTS_CA_BUNDLE: i.ca.bundleFile, CURL_CA_BUNDLE: i.ca.bundleFile, NODE_EXTRA_CA_CERTS: i.ca.certFile })
-  }
+  if (i.caEnv) Object.assign(env, i.caEnv)
   return { env, removed: removed.sort() }
 }
 
@@ -170,14 +183,20 @@ async function execWith(relay: SignalRelay, io: CliIo, cmd: string[], o: ExecOpt
   const missing = daemon.notReady()
   if (missing.length > 0) io.stderr.write(`latchkey exec: warning: no value yet for ${missing.join(', ')}; requests needing them may fail\n`)
 
-  const { env } = childEnv({
-    parent: io.env,
-    config,
-    configText: source.kind === 'file' ? readText(source.path) : undefined,
-    proxyUrl: daemon.proxyUrl,
-    ca: interceptor ? { certFile: interceptor.caFiles.certFile, bundleFile: interceptor.caFiles.bundleFile } : undefined,
-  })
+  const { bound } = execNoProxy(config)
+  if (bound.length > 0) {
+    io.stderr.write(`latchkey exec: ${bound.join(', ')} ${bound.length === 1 ? 'is' : 'are'} bound to a credential, so ${bound.length === 1 ? 'it stays' : 'they stay'} out of NO_PROXY: requests to ${bound.length === 1 ? 'it' : 'them'} (any port) go through latchkey\n`)
+  }
   try {
+    let caEnv: Record<string, string> | undefined
+    if (interceptor) {
+      // Copies of inherited trust files (with latchkey's CA added) live with the run, like the throw-away CA.
+      const dir = async () => (tempDir ??= await mkdtemp(path.join(tmpdir(), 'latchkey-exec-')))
+      const trust = await caTrustEnv(io.env, interceptor.caFiles, dir)
+      for (const n of trust.notes) io.stderr.write(`latchkey exec: ${n}\n`)
+      caEnv = trust.env
+    }
+    const { env } = childEnv({ parent: io.env, config, configText: source.kind === 'file' ? readText(source.path) : undefined, proxyUrl: daemon.proxyUrl, caEnv })
     return await runChild(io, cmd, env, relay)
   } finally {
     await cleanup(daemon)

@@ -16,6 +16,7 @@ interface InjectorFlags {
   cpuRequest: string
   memoryRequest: string
   memoryLimit: string
+  cpuLimit?: string
   certCheckInterval: number
   logLevel: string
 }
@@ -42,6 +43,7 @@ export function injectorCommand(io: CliIo): Command {
     .addOption(new Option('--cpu-request <q>', 'sidecar CPU request').default(DEFAULT_SIDECAR_OPTIONS.resources.requests.cpu))
     .addOption(new Option('--memory-request <q>', 'sidecar memory request').default(DEFAULT_SIDECAR_OPTIONS.resources.requests.memory))
     .addOption(new Option('--memory-limit <q>', 'sidecar memory limit').default(DEFAULT_SIDECAR_OPTIONS.resources.limits.memory))
+    .addOption(new Option('--cpu-limit <q>', 'sidecar CPU limit (default: none)'))
     .addOption(new Option('--cert-check-interval <ms>', 'how often the certificate files are checked for renewal').argParser(positiveInt).default(10_000))
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(env.LATCHKEY_LOG_LEVEL ?? 'info'))
     .action(async (flags: InjectorFlags, cmd: Command) => {
@@ -50,7 +52,9 @@ export function injectorCommand(io: CliIo): Command {
       const listenPort = Number(flags.listen.slice(i + 1))
       if (i <= 0 || !Number.isInteger(listenPort) || listenPort < 0 || listenPort > 65535) cmd.error(`latchkey injector: --listen expects host:port, got ${flags.listen}`, { exitCode: 2 })
       // The sidecar's heap cap is derived from --memory-limit with the same parser (sidecarNodeOptions).
-      for (const [name, q, kind] of [['--cpu-request', flags.cpuRequest, 'cpu'], ['--memory-request', flags.memoryRequest, 'memory'], ['--memory-limit', flags.memoryLimit, 'memory']] as const) {
+      const quantities = [['--cpu-request', flags.cpuRequest, 'cpu'], ['--memory-request', flags.memoryRequest, 'memory'], ['--memory-limit', flags.memoryLimit, 'memory']] as [string, string, 'cpu' | 'memory'][]
+      if (flags.cpuLimit !== undefined) quantities.push(['--cpu-limit', flags.cpuLimit, 'cpu'])
+      for (const [name, q, kind] of quantities) {
         try {
           parseQuantity(q, kind, name)
         } catch (err) {
@@ -73,7 +77,7 @@ export function injectorCommand(io: CliIo): Command {
           proxyPort: flags.proxyPort,
           adminPort: flags.adminPort,
           noProxy: flags.appNoProxy,
-          resources: { requests: { cpu: flags.cpuRequest, memory: flags.memoryRequest }, limits: { memory: flags.memoryLimit } },
+          resources: { requests: { cpu: flags.cpuRequest, memory: flags.memoryRequest }, limits: { memory: flags.memoryLimit, ...(flags.cpuLimit !== undefined ? { cpu: flags.cpuLimit } : {}) } },
         },
       })
       io.stderr.write(`latchkey injector: serving ${server.url}/mutate\n`)

@@ -25,7 +25,10 @@ export interface AdmissionReviewResponse {
 }
 
 /** What happened, for the log line and the metrics of the caller. */
-export type AdmissionOutcome = 'injected' | 'skipped' | 'denied' | 'ignored'
+export type AdmissionOutcome = 'injected' | 'reinvoked' | 'skipped' | 'denied' | 'ignored'
+
+/** Every outcome, for metrics that start at zero. */
+export const ADMISSION_OUTCOMES: readonly AdmissionOutcome[] = ['injected', 'reinvoked', 'skipped', 'denied', 'ignored']
 
 export interface AdmissionResult {
   review: AdmissionReviewResponse
@@ -77,7 +80,8 @@ export function reviewAdmission(body: unknown, sidecar: SidecarOptions): Admissi
   const result = podPatch(pod, annotations.plan, sidecar)
   if (!result.ok) return answer({ allowed: false, status: deny(`latchkey injector refused pod ${label}: ${result.message}`) }, 'denied')
   if (!result.injected) return answer({ allowed: true }, 'skipped')
-  return answer({ allowed: true, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(result.patch)).toString('base64') }, 'injected', result.patch)
+  // `reinvoked`: a later webhook added a container (or dropped a variable) and it was wired.
+  return answer({ allowed: true, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(result.patch)).toString('base64') }, result.reinvocation ? 'reinvoked' : 'injected', result.patch)
 }
 
 function deny(message: string): { code: number; reason: string; message: string } {

@@ -35,7 +35,7 @@ export interface SidecarOptions {
   adminPort: number
   /** `NO_PROXY` for app containers. */
   noProxy: string
-  resources: { requests: { cpu: string; memory: string }; limits: { memory: string } }
+  resources: { requests: { cpu: string; memory: string }; limits: { memory: string; cpu?: string } }
 }
 
 export const DEFAULT_SIDECAR_OPTIONS: Omit<SidecarOptions, 'image'> = {
@@ -50,6 +50,29 @@ export const DEFAULT_SIDECAR_OPTIONS: Omit<SidecarOptions, 'image'> = {
 }
 
 type Plan = Extract<InjectionPlan, { inject: true }>
+
+/**
+ * The operator's sidecar settings with the pod's `latchkey.dev/image` and resource annotations
+ * applied, or why they cannot be (a request above its limit, which the API server would refuse
+ * later with a message that does not name the annotation).
+ */
+export function sidecarOptionsFor(plan: Plan, o: SidecarOptions): { ok: true; options: SidecarOptions } | { ok: false; message: string } {
+  const r = plan.resources ?? {}
+  const limitsCpu = r.limitsCpu ?? o.resources.limits.cpu
+  const resources = {
+    requests: { cpu: r.requestsCpu ?? o.resources.requests.cpu, memory: r.requestsMem ?? o.resources.requests.memory },
+    limits: { memory: r.limitsMem ?? o.resources.limits.memory, ...(limitsCpu !== undefined ? { cpu: limitsCpu } : {}) },
+  }
+  for (const [kind, request, limit] of [
+    ['memory', resources.requests.memory, resources.limits.memory],
+    ['cpu', resources.requests.cpu, resources.limits.cpu],
+  ] as const) {
+    if (limit !== undefined && parseQuantity(request, kind) > parseQuantity(limit, kind)) {
+      return { ok: false, message: `the sidecar's ${kind} request (${request}) is above its limit (${limit}); set latchkey.dev/requests-${kind === 'cpu' ? 'cpu' : 'mem'} and latchkey.dev/limits-${kind === 'cpu' ? 'cpu' : 'mem'} together` }
+    }
+  }
+  return { ok: true, options: { ...o, image: plan.image ?? o.image, resources } }
+}
 
 const PROBE_TIMING = {
   // The app containers start only after this succeeds: readiness means every prefetched
@@ -153,6 +176,8 @@ export function appEnv(plan: Plan, o: SidecarOptions): { name: string; value: st
       { name: 'SSL_CERT_FILE', value: bundle },
       { name: 'REQUESTS_CA_BUNDLE', value: bundle },
       { name: 'CURL_CA_BUNDLE', value: bundle },
+      // git (libcurl) reads only this one.
+      { name: 'GIT_SSL_CAINFO', value: bundle },
       // Node adds this one to its roots, so the CA alone is enough.
       { name: 'NODE_EXTRA_CA_CERTS', value: `${POD_PATHS.sharedDir}/ca.pem` },
     )

@@ -99,14 +99,17 @@ test('--log-level info writes one JSON line per request to stderr (path without 
   await writeFile(file, yaml())
   const info = await execCurl(['-c', file, '--log-level', 'info'], '/cfg/logged?secret=q', { env: { CFG_TOKEN: CANARY } })
   assert.equal(info.code, 0, info.stderr)
-  const lines = info.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+  // The one plain line is exec's own: localhost is bound, so it stays out of NO_PROXY.
+  const all = info.stderr.trim().split('\n')
+  assert.equal(all.filter((l) => l.startsWith('latchkey exec: localhost is bound to a credential')).length, 1)
+  const lines = all.filter((l) => !l.startsWith('latchkey exec: ')).map((l) => JSON.parse(l) as Record<string, unknown>)
   const requests = lines.filter((l) => l.event === 'request')
   assert.equal(requests.length, 1, info.stderr)
   assert.deepEqual([requests[0]?.mode, requests[0]?.credential, requests[0]?.path, requests[0]?.status], ['intercept', 'api', '/cfg/logged', 200])
   assert.doesNotMatch(info.stderr, /secret=q/)
   const quiet = await execCurl(['-c', file], '/cfg/quiet', { env: { CFG_TOKEN: CANARY } })
   assert.equal(quiet.code, 0, quiet.stderr)
-  assert.equal(quiet.stderr, '')
+  assert.equal(quiet.stderr, 'latchkey exec: localhost is bound to a credential, so it stays out of NO_PROXY: requests to it (any port) go through latchkey\n')
 })
 
 test('a config that enables interception itself keeps its own caDir: the command trusts that CA and it stays after exec', async () => {

@@ -103,11 +103,12 @@ test('the command\'s environment holds the proxy and CA variables and none of th
   assert.equal(env.AWS_REGION, 'eu-west-1')
   assert.match(env.HTTPS_PROXY ?? '', /^http:\/\/127\.0\.0\.1:\d+$/)
   for (const name of ['HTTP_PROXY', 'http_proxy', 'https_proxy', 'LATCHKEY_PROXY_URL']) assert.equal(env[name], env.HTTPS_PROXY, name)
-  assert.equal(env.NO_PROXY, 'localhost,127.0.0.1,::1')
+  assert.equal(env.NO_PROXY, '127.0.0.1,::1', 'localhost is bound to the credential, so it goes through latchkey')
   assert.equal(env.no_proxy, env.NO_PROXY)
   assert.equal(env.NODE_USE_ENV_PROXY, '1')
   assert.equal(env.SSL_CERT_FILE, env.REQUESTS_CA_BUNDLE)
   assert.equal(env.CURL_CA_BUNDLE, env.REQUESTS_CA_BUNDLE)
+  assert.equal(env.GIT_SSL_CAINFO, env.REQUESTS_CA_BUNDLE, 'git reads only GIT_SSL_CAINFO')
   assert.match(env.SSL_CERT_FILE ?? '', /ca-bundle\.pem$/)
   assert.match(env.NODE_EXTRA_CA_CERTS ?? '', /ca\.pem$/)
   assert.ok(!existsSync(env.NODE_EXTRA_CA_CERTS as string), 'the throw-away CA is removed when exec ends')
@@ -196,12 +197,24 @@ test('latchkey ca prints the certificate and the export lines; --env and --pem p
     `export SSL_CERT_FILE=${bundle}`,
     `export REQUESTS_CA_BUNDLE=${bundle}`,
     `export CURL_CA_BUNDLE=${bundle}`,
+    `export GIT_SSL_CAINFO=${bundle}`,
     `export NODE_EXTRA_CA_CERTS=${path.join(dir, 'public', 'latchkey-ca.pem')}`,
   ]
-  // The default output and --env carry the same four lines, in this order; --pem carries none.
+  // The default output and --env carry the same five lines, in this order; --pem carries none.
   for (const out of [all.stdout, env.stdout]) assert.deepEqual(out.split('\n').filter((l) => l.startsWith('export ')), exportLines)
   assert.doesNotMatch(pem.stdout, /export /)
   // The --env output is valid shell.
   const sh = await run('sh', ['-c', `${env.stdout}\necho "$REQUESTS_CA_BUNDLE"`], { env: baseEnv() })
   assert.equal(sh.stdout.trim(), bundle)
+})
+
+test('latchkey ca --env with an inherited GIT_SSL_CAINFO naming another CA file sets the bundle and warns on stderr naming that file', async () => {
+  const caConfig = path.join(dir, 'ca-git.yaml')
+  await writeFile(caConfig, `intercept: { enabled: true, caDir: ${path.join(dir, 'ca-git')} }\n`)
+  const corp = path.join(dir, 'upstream-ca.pem')
+  const r = await run(process.execPath, [BIN, 'ca', '-c', caConfig, '--env'], { env: baseEnv({ GIT_SSL_CAINFO: corp }), cwd: dir })
+  assert.equal(r.code, 0, r.stderr)
+  assert.ok(r.stdout.includes(`export GIT_SSL_CAINFO=${path.join(dir, 'ca-git', 'ca-bundle.pem')}\n`))
+  assert.ok(r.stderr.includes(`warning: GIT_SSL_CAINFO is ${corp}, which holds certificates the bundle lacks`), r.stderr)
+  assert.doesNotMatch(r.stdout, /warning/, 'stdout stays valid shell')
 })

@@ -103,21 +103,21 @@ describe('latchkey injector: AdmissionReview v1', () => {
     assert.equal((await admit(patched)).result.outcome, 'skipped')
   })
 
-  it('wires every container of a multi-container pod and never replaces a variable a container already sets', async () => {
+  it('wires every container of a multi-container pod and keeps a variable a container already sets', async () => {
     const p = pod(INJECT, {
       containers: [
         { name: 'train', image: 'python:3.12-slim' },
-        { name: 'uploader', image: 'curlimages/curl:8.10.1', env: [{ name: 'HTTP_PROXY', value: 'http://corporate-proxy:3128' }, { name: 'KEEP', value: '1' }] },
+        { name: 'uploader', image: 'curlimages/curl:8.10.1', env: [{ name: 'LATCHKEY_URL', value: 'http://elsewhere:1' }, { name: 'KEEP', value: '1' }] },
         { name: 'metrics', image: 'busybox:1.36', env: [] },
       ],
     })
     const { patched } = await admit(p)
     const [train, uploader, metrics] = patched.spec.containers
     assert.equal(envOf(train).HTTP_PROXY, 'http://127.0.0.1:8181')
-    assert.equal(envOf(uploader).HTTP_PROXY, 'http://corporate-proxy:3128', 'the container’s own HTTP_PROXY wins')
+    assert.equal(envOf(uploader).LATCHKEY_URL, 'http://elsewhere:1', 'the container’s own value wins')
     assert.equal(envOf(uploader).http_proxy, 'http://127.0.0.1:8181')
     assert.equal(envOf(uploader).KEEP, '1')
-    assert.equal((uploader as C).env?.filter((e) => e.name === 'HTTP_PROXY').length, 1, 'no duplicate variable')
+    assert.equal((uploader as C).env?.filter((e) => e.name === 'LATCHKEY_URL').length, 1, 'no duplicate variable')
     assert.equal(envOf(metrics).HTTP_PROXY, 'http://127.0.0.1:8181')
   })
 
@@ -146,6 +146,7 @@ describe('latchkey injector: AdmissionReview v1', () => {
     const env = envOf(app)
     assert.equal(env.SSL_CERT_FILE, '/var/run/latchkey/ca-bundle.pem')
     assert.equal(env.REQUESTS_CA_BUNDLE, '/var/run/latchkey/ca-bundle.pem')
+    assert.equal(env.GIT_SSL_CAINFO, '/var/run/latchkey/ca-bundle.pem', 'git reads only GIT_SSL_CAINFO')
     assert.equal(env.NODE_EXTRA_CA_CERTS, '/var/run/latchkey/ca.pem')
     assert.equal(env.HTTPS_PROXY, 'http://127.0.0.1:8181', 'https:// through the proxy, intercepted')
     assert.equal(env.https_proxy, 'http://127.0.0.1:8181')
@@ -247,5 +248,147 @@ describe('latchkey injector: AdmissionReview v1', () => {
     p.metadata.generateName = 'train-model-'
     const { result } = await admit(p)
     assert.match(result.review.response.status?.message ?? '', /pod pipelines\/train-model-\*/)
+  })
+})
+
+/** The decoded patch of a review, or [] when there is none. */
+function opsOf(result: AdmissionResult): Operation[] {
+  const patch = result.review.response.patch
+  return patch === undefined ? [] : (JSON.parse(Buffer.from(patch, 'base64').toString('utf8')) as Operation[])
+}
+
+describe('latchkey injector: proxy variable pairs', () => {
+  const PROXY_CANARY = 'canary-proxy-password-8d41f0'
+  for (const name of ['HTTP_PROXY', 'http_proxy']) {
+    it(`refuses a container with its own ${name}, naming the variable and the ways out, never its value`, async () => {
+      const p = pod(INJECT, { containers: [{ name: 'uploader', image: 'curlimages/curl:8.10.1', env: [{ name, value: `http://user:${PROXY_CANARY}@corp-proxy:3128` }] }] })
+      const { result } = await admit(p)
+      assert.equal(result.outcome, 'denied')
+      const message = result.review.response.status?.message ?? ''
+      assert.match(message, new RegExp(`container uploader sets its own ${name}: latchkey must be the proxy of the containers it serves and does not chain to another proxy`))
+      assert.match(message, /HTTP_PROXY and http_proxy are one setting/)
+      assert.match(message, /latchkey\.dev\/inject-containers/)
+      assert.ok(!message.includes(PROXY_CANARY) && !message.includes('corp-proxy'), 'the proxy URL may hold a password: it is never quoted')
+    })
+  }
+
+  it('refuses a container whose HTTP_PROXY comes from a valueFrom reference', async () => {
+    const env = [{ name: 'HTTP_PROXY', valueFrom: { configMapKeyRef: { name: 'proxy', key: 'url' } } }]
+    const { result } = await admit(pod(INJECT, { containers: [{ name: 'app', image: 'busybox:1.36', env }] }))
+    assert.equal(result.outcome, 'denied')
+    assert.match(result.review.response.status?.message ?? '', /container app sets its own HTTP_PROXY/)
+  })
+
+  it('sets both spellings when the container sets one of them empty, and adds nothing twice', async () => {
+    const { patched } = await admit(pod(INJECT, { containers: [{ name: 'app', image: 'busybox:1.36', env: [{ name: 'http_proxy', value: '' }] }] }))
+    const env = (patched.spec.containers[0] as C).env ?? []
+    assert.deepEqual(env.filter((e) => /^http_proxy$/i.test(e.name)).map((e) => [e.name, e.value]), [
+      ['http_proxy', 'http://127.0.0.1:8181'],
+      ['HTTP_PROXY', 'http://127.0.0.1:8181'],
+    ])
+  })
+
+  it('with interception refuses a container with its own https_proxy, and without interception leaves that pair to the container', async () => {
+    const containers = [{ name: 'app', image: 'busybox:1.36', env: [{ name: 'https_proxy', value: 'http://corp-proxy:3128' }] }]
+    const intercepted = await admit(pod({ ...INJECT, 'latchkey.dev/intercept': 'true' }, { containers }))
+    assert.equal(intercepted.result.outcome, 'denied')
+    assert.match(intercepted.result.review.response.status?.message ?? '', /sets its own https_proxy: .*HTTPS_PROXY and https_proxy are one setting/)
+    const plain = await admit(pod(INJECT, { containers }))
+    assert.equal(plain.result.outcome, 'injected')
+    const env = envOf(plain.patched.spec.containers[0])
+    assert.equal(env.https_proxy, 'http://corp-proxy:3128')
+    assert.equal(env.HTTPS_PROXY, undefined)
+  })
+
+  it('merges a container\'s NO_PROXY (either spelling) with latchkey\'s and sets both spellings to the merged list', async () => {
+    const { patched } = await admit(pod(INJECT, { containers: [{ name: 'app', image: 'busybox:1.36', env: [{ name: 'no_proxy', value: '.corp.example, 10.0.0.0/8,localhost' }] }] }))
+    const env = envOf(patched.spec.containers[0])
+    assert.equal(env.NO_PROXY, 'localhost,127.0.0.1,::1,.svc,.cluster.local,.corp.example,10.0.0.0/8')
+    assert.equal(env.no_proxy, env.NO_PROXY)
+    const fromRef = await admit(pod(INJECT, { containers: [{ name: 'app', image: 'busybox:1.36', env: [{ name: 'NO_PROXY', valueFrom: { configMapKeyRef: { name: 'p', key: 'k' } } }] }] }))
+    assert.equal(fromRef.result.outcome, 'denied')
+    assert.match(fromRef.result.review.response.status?.message ?? '', /sets NO_PROXY\/no_proxy from a valueFrom reference/)
+  })
+})
+
+describe('latchkey injector: per-pod annotations', () => {
+  it('latchkey.dev/image and the resource annotations set the sidecar\'s image, requests, limits and heap cap', async () => {
+    const a = { ...INJECT, 'latchkey.dev/image': 'registry.internal:5000/latchkey:0.2.0', 'latchkey.dev/requests-cpu': '50m', 'latchkey.dev/requests-mem': '192Mi', 'latchkey.dev/limits-mem': '512Mi', 'latchkey.dev/limits-cpu': '1' }
+    const { patched } = await admit(pod(a))
+    const sidecar = (patched.spec.initContainers as C[])[0] as C
+    assert.equal(sidecar.image, 'registry.internal:5000/latchkey:0.2.0')
+    assert.deepEqual(sidecar.resources, { requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '512Mi', cpu: '1' } })
+    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=192' }])
+    // One annotation alone keeps the injector's other defaults.
+    const one = await admit(pod({ ...INJECT, 'latchkey.dev/requests-cpu': '100m' }))
+    assert.deepEqual(((one.patched.spec.initContainers as C[])[0] as C).resources, { requests: { cpu: '100m', memory: SIDECAR.resources.requests.memory }, limits: SIDECAR.resources.limits })
+  })
+
+  for (const [title, annotations, expected] of [
+    ['a bad quantity', { 'latchkey.dev/limits-mem': '512m' }, /latchkey\.dev\/limits-mem 512m: "m" means thousandths of a byte/],
+    ['a zero quantity', { 'latchkey.dev/requests-cpu': '0' }, /latchkey\.dev\/requests-cpu: "0" must be more than zero/],
+    ['a request above the limit', { 'latchkey.dev/requests-mem': '1Gi' }, /the sidecar's memory request \(1Gi\) is above its limit \(256Mi\)/],
+    ['an image that is not a reference', { 'latchkey.dev/image': 'https://evil.example/x y' }, /latchkey\.dev\/image: "https:\/\/evil\.example\/x y" is not an image reference/],
+    ['a bad container list', { 'latchkey.dev/inject-containers': 'train,,Upload' }, /latchkey\.dev\/inject-containers: "train,,Upload" is not a comma-separated list of container names/],
+  ] as const) {
+    it(`refuses a pod with ${title}, naming the annotation`, async () => {
+      const { result } = await admit(pod({ ...INJECT, ...annotations }))
+      assert.equal(result.outcome, 'denied')
+      assert.match(result.review.response.status?.message ?? '', expected)
+    })
+  }
+
+  it('latchkey.dev/inject-containers wires only the named containers (init or regular); the others are untouched', async () => {
+    const p = pod({ ...INJECT, 'latchkey.dev/inject-containers': 'train, fetch', 'latchkey.dev/intercept': 'true' }, {
+      initContainers: [{ name: 'fetch', image: 'busybox:1.36' }, { name: 'chown', image: 'busybox:1.36' }],
+      containers: [
+        { name: 'train', image: 'python:3.12-slim' },
+        // Its own proxy is no reason to refuse the pod: latchkey does not touch this container.
+        { name: 'istio-like', image: 'envoy:1', env: [{ name: 'HTTP_PROXY', value: 'http://corp-proxy:3128' }] },
+      ],
+    })
+    const { result, patched } = await admit(p)
+    assert.equal(result.outcome, 'injected')
+    const [sidecar, fetch, chown] = patched.spec.initContainers as C[]
+    assert.equal(sidecar?.name, 'latchkey')
+    assert.equal(envOf(fetch).HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(chown?.env, undefined)
+    assert.equal(chown?.volumeMounts, undefined)
+    assert.equal(envOf(patched.spec.containers[0]).HTTPS_PROXY, 'http://127.0.0.1:8181')
+    assert.deepEqual(patched.spec.containers[1], p.spec.containers[1])
+  })
+})
+
+describe('latchkey injector: reinvocation', () => {
+  it('wires containers a later webhook added, with no duplicate operation, and a third call changes nothing', async () => {
+    const a = { ...INJECT, 'latchkey.dev/intercept': 'true' }
+    const first = await admit(pod(a, { initContainers: [{ name: 'fetch', image: 'busybox:1.36' }] }))
+    assert.equal(first.result.outcome, 'injected')
+    // Another mutating webhook appends a container and an init container after latchkey's pass.
+    const mutated = structuredClone(first.patched)
+    mutated.spec.containers.push({ name: 'log-shipper', image: 'fluent-bit:3', env: [{ name: 'LEVEL', value: 'info' }] })
+    ;(mutated.spec.initContainers as C[]).push({ name: 'vault-agent-init', image: 'vault:1' })
+    const second = await admit(mutated)
+    assert.equal(second.result.outcome, 'reinvoked')
+    assert.ok(second.ops.every((o) => /^\/spec\/(containers\/1|initContainers\/2)\//.test(o.path)), `only the new containers are touched: ${JSON.stringify(second.ops.map((o) => o.path))}`)
+    const shipper = second.patched.spec.containers[1] as C
+    assert.equal(envOf(shipper).HTTP_PROXY, 'http://127.0.0.1:8181')
+    assert.equal(envOf(shipper).LEVEL, 'info')
+    assert.deepEqual(shipper.volumeMounts, [{ name: 'latchkey-shared', mountPath: POD_PATHS.sharedDir, readOnly: true }])
+    assert.equal(envOf((second.patched.spec.initContainers as C[])[2]).SSL_CERT_FILE, '/var/run/latchkey/ca-bundle.pem')
+    assert.deepEqual((second.patched.spec.initContainers as C[]).map((c) => c.name), ['latchkey', 'fetch', 'vault-agent-init'], 'no second sidecar')
+    assert.equal((second.patched.spec.volumes as unknown[]).length, 3, 'no second set of volumes')
+    const third = await admit(second.patched)
+    assert.equal(third.result.outcome, 'skipped')
+    assert.deepEqual(opsOf(third.result), [])
+  })
+
+  it('refuses, on reinvocation, a container a later webhook added with its own proxy', async () => {
+    const first = await admit(pod(INJECT))
+    const mutated = structuredClone(first.patched)
+    mutated.spec.containers.push({ name: 'egress', image: 'squid-client:1', env: [{ name: 'HTTP_PROXY', value: 'http://corp-proxy:3128' }] })
+    const second = await admit(mutated)
+    assert.equal(second.result.outcome, 'denied')
+    assert.match(second.result.review.response.status?.message ?? '', /container egress sets its own HTTP_PROXY/)
   })
 })

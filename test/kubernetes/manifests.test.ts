@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { parse as parseYaml } from 'yaml'
 import { parseConfigText } from '../../src/config/load.ts'
 import { reviewAdmission } from '../../src/injector/admission-review.ts'
 import { readAnnotations } from '../../src/injector/annotations.ts'
@@ -217,6 +219,7 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.deepEqual(hook.admissionReviewVersions, ['v1'])
     assert.equal(hook.sideEffects, 'None')
     assert.equal(hook.failurePolicy, 'Fail')
+    assert.equal(hook.reinvocationPolicy, 'IfNeeded', 'containers added by later webhooks get the variables')
     assert.deepEqual((hook.namespaceSelector as Json).matchLabels, { 'latchkey.dev/injection': 'enabled' })
     assert.ok(JSON.stringify(hook.namespaceSelector).includes('latchkey-system'), 'the injector namespace is never selected')
     assert.deepEqual(hook.objectSelector, { matchExpressions: [{ key: 'latchkey.dev/inject', operator: 'NotIn', values: ['false'] }] })
@@ -229,6 +232,18 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     assert.equal(sidecarImage(dep), c.image, 'the injected sidecar image is the injector image')
     assert.equal((dep.spec as Json).replicas, 2)
     assert.equal(find('injector/base', 'PodDisruptionBudget').kind, 'PodDisruptionBudget')
+  })
+
+  it('the failurePolicy patch in docs/injector.md applies to the webhook configuration and turns it to Ignore', async () => {
+    const doc = await readFile(path.join(ROOT, '..', '..', 'docs', 'injector.md'), 'utf8')
+    const block = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1] as string).find((b) => b.includes('failurePolicy')) ?? assert.fail('no failurePolicy patch in docs/injector.md')
+    const { patches } = parseYaml(block) as { patches: { target: { kind: string; name: string }; patch: string }[] }
+    const [entry] = patches
+    assert.deepEqual(entry?.target, { kind: 'MutatingWebhookConfiguration', name: 'latchkey-injector' })
+    const mwc = find('injector/base', 'MutatingWebhookConfiguration')
+    const patched = applyPatch(mwc, parseYaml(entry?.patch ?? '') as Operation[])
+    assert.equal((patched.webhooks as Json[])[0]?.failurePolicy, 'Ignore')
+    assert.deepEqual(await validateObject(patched), { ok: true })
   })
 
   it('the cert-manager layout signs the serving certificate with its own CA and injects that CA, so a renewal never leaves caBundle behind', async () => {

@@ -61,6 +61,7 @@ describe('latchkey injector: HTTPS webhook server', () => {
       logger: pino({ level: 'info' }, logs),
       bodyLimit: 64 * 1024,
       certCheckIntervalMs: 60_000,
+      processMetrics: false,
     })
   })
   after(async () => {
@@ -96,6 +97,30 @@ describe('latchkey injector: HTTPS webhook server', () => {
     const r = await request(server.url, ca.caPem, { method: 'GET', path: '/healthz' })
     assert.equal(r.status, 200)
     assert.deepEqual(JSON.parse(r.body), { status: 'ok' })
+  })
+
+  it('serves GET /metrics in Prometheus text: admissions by outcome (every outcome from zero) and their latency, never a pod name', async () => {
+    const scrape = async () => {
+      const r = await request(server.url, ca.caPem, { method: 'GET', path: '/metrics' })
+      assert.equal(r.status, 200)
+      assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/)
+      const count = (metric: string, outcome: string) => Number(new RegExp(`^${metric}\\{outcome="${outcome}"\\} (\\d+)$`, 'm').exec(r.body)?.[1] ?? NaN)
+      return { body: r.body, count }
+    }
+    const before = await scrape()
+    for (const outcome of ['injected', 'reinvoked', 'skipped', 'denied', 'ignored', 'invalid', 'error']) {
+      assert.ok(Number.isInteger(before.count('latchkey_injector_admissions_total', outcome)), `${outcome} is reported before it happens`)
+    }
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod(INJECT))) })
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod({ 'latchkey.dev/inject': 'true' }))) })
+    await request(server.url, ca.caPem, { body: JSON.stringify(admissionReview(pod(undefined))) })
+    await request(server.url, ca.caPem, { body: '{"apiVersion":' })
+    const after = await scrape()
+    const delta = (outcome: string) => after.count('latchkey_injector_admissions_total', outcome) - before.count('latchkey_injector_admissions_total', outcome)
+    assert.deepEqual([delta('injected'), delta('denied'), delta('skipped'), delta('invalid'), delta('error')], [1, 1, 1, 1, 0])
+    assert.equal(after.count('latchkey_injector_admission_duration_seconds_count', 'injected') - before.count('latchkey_injector_admission_duration_seconds_count', 'injected'), 1)
+    assert.match(after.body, /^latchkey_injector_admission_duration_seconds_bucket\{le="0\.005",outcome="injected"\} \d+$/m)
+    assert.doesNotMatch(after.body, /train-model|pipelines/, 'labels are outcomes only')
   })
 
   it('answers errors as JSON: unknown path, wrong method, wrong content type, bad JSON, not an AdmissionReview', async () => {
@@ -167,7 +192,7 @@ describe('latchkey injector command', () => {
       const controller = new AbortController()
       const cmd = injectorCommand({ env: {}, stdout, stderr, cwd: dir, signal: controller.signal })
       cmd.exitOverride()
-      const done = cmd.parseAsync(['--listen', '127.0.0.1:0', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key'), '--sidecar-image', 'registry.example/latchkey:9.9.9', '--log-level', 'silent'], {
+      const done = cmd.parseAsync(['--listen', '127.0.0.1:0', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key'), '--sidecar-image', 'registry.example/latchkey:9.9.9', '--cpu-limit', '500m', '--log-level', 'silent'], {
         from: 'user',
       })
       const deadline = Date.now() + 10_000
@@ -177,8 +202,9 @@ describe('latchkey injector command', () => {
       const r = await request(url, ca.caPem, { body: JSON.stringify(admissionReview(pod(INJECT))) })
       const review = JSON.parse(r.body) as { response: { patch: string } }
       const ops = JSON.parse(Buffer.from(review.response.patch, 'base64').toString('utf8')) as { path: string; value: unknown }[]
-      const init = ops.find((o) => o.path === '/spec/initContainers')?.value as { image: string }[] | undefined
+      const init = ops.find((o) => o.path === '/spec/initContainers')?.value as { image: string; resources: { limits: Record<string, string> } }[] | undefined
       assert.equal(init?.[0]?.image, 'registry.example/latchkey:9.9.9', 'the --sidecar-image flag reaches the patch')
+      assert.deepEqual(init?.[0]?.resources.limits, { memory: '256Mi', cpu: '500m' }, 'and --cpu-limit')
       controller.abort()
       await done
     } finally {
