@@ -63,7 +63,7 @@ routes:
   assert.equal(r.ok, false)
   const issues = r.ok ? [] : r.issues
   const expected: Array<[string, RegExp]> = [
-    ['', /Unrecognized key: "surprise"/],
+    ['', /unknown key "surprise"/],
     ['cache.maxEntries', /Too small/],
     ['cache.ttl', /invalid duration "5 minutes"/],
     ['credentials.a.hosts', /at least one host pattern/],
