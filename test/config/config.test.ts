@@ -70,7 +70,7 @@ routes:
     ['credentials.b.hosts[0]', /wildcards are allowed only as the whole leftmost label/],
     ['credentials.b.inject.type', /.+/],
     ['credentials.b.provider', /no provider named "nope"/],
-    ['credentials.c', /Unrecognized key: "typo"/],
+    ['credentials.c', /unknown key "typo"/],
     ['credentials.d.hosts', /can match the same host:port as "\*\.example\.com" of credential c/],
     ['credentials.e.hosts[0]', /a bare \* would match every host/],
     ['credentials.e.inject', /header name "X Bad" is not a valid HTTP field name/],
