@@ -52,7 +52,7 @@ export interface ProviderConfig {
 export interface Config {
   readonly listen: ListenAddress
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
-  readonly log: { readonly level: LogLevel }
+  readonly log: { readonly level: LogLevel; readonly format?: 'json' | 'pretty' | undefined }
   readonly cache: RawConfig['cache']
   readonly upstream: RawConfig['upstream'] & { readonly ca: string | undefined }
   readonly egress: 'deny' | 'passthrough'
@@ -282,7 +282,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
   const config: Config = {
     listen: listen as ListenAddress,
     admin: Object.freeze({ listen: adminListen as ListenAddress, token: adminToken }),
-    log: Object.freeze({ level: raw.log.level }),
+    log: Object.freeze({ level: raw.log.level, format: raw.log.format }),
     cache: Object.freeze(raw.cache),
     upstream: Object.freeze({ ...raw.upstream, caFile: raw.upstream.caFile === undefined ? undefined : resolvePath(raw.upstream.caFile), ca }),
     egress: raw.egress,
