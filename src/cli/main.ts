@@ -182,7 +182,7 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
   // Lines for people on a terminal (or when asked), JSON lines for machines elsewhere.
   const tty = (io.stdout as { isTTY?: boolean }).isTTY === true
   const pretty = config.log.format === 'pretty' || (config.log.format === undefined && tty)
-  const logStream = pretty ? createPrettyDestination(io.stdout, tty && io.env.NO_COLOR === undefined) : io.stdout
+  const logStream = pretty ? await createPrettyDestination(io.stdout, tty && io.env.NO_COLOR === undefined) : io.stdout
   let daemon
   try {
     daemon = await startDaemon({ config, env, logStream })

@@ -1,6 +1,5 @@
 import type { Writable } from 'node:stream'
 import { pino, type Logger } from 'pino'
-import { build as prettyStream } from 'pino-pretty'
 import { serializeError, type SerializedError } from './error-serializer.ts'
 import { compileLogObjectRedactor } from './log-object.ts'
 import { scrubPatterns } from './patterns.ts'
@@ -42,7 +41,9 @@ function errorSerializer(level: LogLevel): (e: unknown) => SerializedError | str
  * Lines for people (pino-pretty): time, level name, message, then the fields. It reads the
  * finished JSON lines, so they have passed every redaction stage before they are reformatted.
  */
-export function createPrettyDestination(destination: Writable, colorize = false): Writable {
+export async function createPrettyDestination(destination: Writable, colorize = false): Promise<Writable> {
+  // Loaded only for people: a pod writing JSON lines never pays for it.
+  const { build: prettyStream } = await import('pino-pretty')
   return prettyStream({ destination, colorize, sync: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,name', hideObject: true, messageFormat: humanLine })
 }
 
