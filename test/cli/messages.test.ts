@@ -165,7 +165,7 @@ test('a provider whose SDK is not installed fails with the package to install', 
     assert.equal(err.message, 'provider "cloud" (type fake) needs the package latchkey-no-such-sdk-package, which is not installed: npm install latchkey-no-such-sdk-package')
     return true
   })
-  const other = needsSdk({ ...factory, create: () => Promise.reject(new Error('boom')) }, ['x'])
+  const other = needsSdk<ProviderFactory>({ ...factory, create: () => Promise.reject(new Error('boom')) }, ['x'])
   await assert.rejects(other.create({ type: 'fake' }, { name: 'cloud' } as never), /boom/, 'other errors pass through')
 })
 
