@@ -1,19 +1,27 @@
+/**
+ * The README is a landing page: short, the quick start first, and one click from every docs
+ * page a newcomer needs (the key table and the error codes included).
+ */
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { test } from 'node:test'
-import { ERROR_CODES } from '../src/errors.ts'
-import { configSchema, credentialSchema } from '../src/config/schema.ts'
 import { ROOT } from './helpers/child.ts'
 
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8')
 const ci = readFileSync(path.join(ROOT, '.ci', 'run'), 'utf8')
 
-test('the README opens with the set-up: npm ci, one command to run the built-in default, one to run the tests', () => {
-  const quick = readme.slice(0, readme.indexOf('## How requests flow'))
+test('the README is at most 15 KB', () => {
+  const bytes = statSync(path.join(ROOT, 'README.md')).size
+  assert.ok(bytes <= 15 * 1024, `README.md is ${bytes} bytes`)
+})
+
+test('the README opens with the set-up: npm ci, one command to run the demo, one to run the tests, and why npm may warn about the engine', () => {
+  const quick = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('## Pick your way in'))
   assert.match(quick, /npm ci\n/)
   assert.match(quick, /npm start/)
   assert.match(quick, /npm test/)
+  assert.match(quick, /EBADENGINE/)
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string>; engines: { node: string }; devDependencies: Record<string, string> }
   assert.match(pkg.scripts.start ?? '', /run --demo/)
   assert.ok(pkg.devDependencies.node?.startsWith('^24'), 'Node 24 is pinned as a devDependency')
@@ -25,23 +33,23 @@ test('CI runs exactly the README test command', () => {
   assert.match(ci, /^npm test$/m)
 })
 
-test('every error code is listed in the README error table', () => {
-  for (const code of Object.keys(ERROR_CODES)) assert.ok(readme.includes(`| \`${code}\` |`), `README lists ${code}`)
+test('the README has the landing-page parts: a diagram, the ways in, a minimal config, providers, CLI, security model, comparison', () => {
+  for (const heading of ['## How it works', '## Quick start', '## Pick your way in', '## A minimal `latchkey.yaml`', '## Providers', '## CLI in brief', '## Security model', '## How it compares', '## More']) {
+    assert.ok(readme.includes(`\n${heading}\n`), `README has "${heading}"`)
+  }
+  assert.match(readme, /```mermaid\n/)
+  for (const peer of ['AWS SM Agent', 'Vault Agent', 'secretless', 'tokenizer', 'Envoy']) assert.ok(readme.includes(peer), `the comparison names ${peer}`)
 })
 
-test('every config key is documented in the README', () => {
-  const shape = configSchema.shape as Record<string, unknown>
-  const keys: string[] = []
-  const nested = (name: string, schema: unknown) => {
-    let s = schema as { unwrap?: () => unknown; shape?: Record<string, unknown>; def?: { innerType?: unknown } }
-    for (let i = 0; i < 5 && !s.shape && (s.def?.innerType || s.unwrap); i++) s = (s.def?.innerType ?? s.unwrap?.()) as typeof s
-    if (['providers', 'credentials', 'routes'].includes(name)) return // documented per entry below
-    if (s.shape) for (const k of Object.keys(s.shape)) keys.push(`${name}.${k}`)
-    else keys.push(name)
+test('every docs page a newcomer looks for is one click from the README', () => {
+  for (const page of ['docs/configuration.md', 'docs/error-codes.md', 'docs/troubleshooting.md', 'docs/how-it-works.md', 'docs/providers.md', 'docs/clients.md', 'docs/kubernetes.md', 'docs/host-binding.md', 'docs/admin-api.md', 'docs/cli.md', 'docs/redaction.md', 'docs/threat-model.md', 'docs/benchmarks.md', 'CONTRIBUTING.md']) {
+    assert.ok(readme.includes(`](${page}`), `README links to ${page}`)
   }
-  for (const [k, v] of Object.entries(shape)) nested(k, v)
-  for (const k of Object.keys(credentialSchema.shape)) keys.push(`credentials.<name>.${k}`)
-  keys.push('providers.<name>.type', 'routes.<name>.upstream')
-  assert.ok(keys.includes("cache.ttl") && keys.includes("intercept.caDir") && keys.length > 30, `walked the schema (${keys.length} keys)`)
-  for (const key of keys) assert.ok(readme.includes(`\`${key}\``), `README documents ${key}`)
+})
+
+test('the README minimal config is the shipped example (which the JSON Schema and the loader accept)', () => {
+  const block = /## A minimal `latchkey.yaml`\n\n```yaml\n([\s\S]*?)```/.exec(readme)?.[1] ?? assert.fail('no yaml block')
+  const example = readFileSync(path.join(ROOT, 'examples', 'minimal', 'latchkey.yaml'), 'utf8')
+  const body = (t: string) => t.split('\n').filter((l) => !l.startsWith('#')).join('\n').trim()
+  assert.equal(body(block), body(example))
 })

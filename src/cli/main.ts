@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs'
+import { chmodSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Command, CommanderError } from 'commander'
+import { Command, CommanderError, Option } from 'commander'
 import { startDaemon } from '../daemon.ts'
 import { checkListeners } from '../config/listeners.ts'
-import { loadConfigFile, type Config } from '../config/load.ts'
+import { loadConfigFile, type Config, type LoadResult } from '../config/load.ts'
 import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
 import { createEchoServer } from './echo-server.ts'
@@ -12,6 +12,8 @@ import { execCommand } from './exec-command.ts'
 import { injectorCommand } from './injector-command.ts'
 import { findConfig, formatIssues, loadFrom } from './config-source.ts'
 import type { CliIo } from './io.ts'
+import { createPrettyDestination } from '../redact/logger.ts'
+import { listenFailure, startupSummary } from './startup-summary.ts'
 
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const DEMO_CONFIG = path.join(PACKAGE_ROOT, 'examples', 'demo', 'latchkey.yaml')
@@ -28,6 +30,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .showHelpAfterError()
+    .version(`latchkey ${version()}`, '-V, --version', 'print the version')
 
   program
     .command('run')
@@ -36,6 +39,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--demo', 'run the built-in local example (env + file secrets) with an echo upstream on 127.0.0.1:8183')
     .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback)')
     .option('--admin-listen <host:port>', 'admin listener, overriding the config (a pod binds 0.0.0.0:8182 so kubelet probes reach it)')
+    .addOption(new Option('--log-level <level>', 'lowest level logged, overriding log.level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
     .action(async (o: RunOptions) => setCode(await run(io, o)))
 
   program
@@ -62,7 +66,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
       const r = loadFrom(findConfig(o.config, io), io)
       if (!r.ok) {
         io.stderr.write(formatIssues(r.issues))
-        return setCode(1)
+        return setCode(2) // as check and run: 2 is "the configuration is invalid" for every command
       }
       setCode(await doctor(r.config, io, o.dryRun))
     })
@@ -101,6 +105,7 @@ interface RunOptions {
   demo?: boolean
   listen?: string
   adminListen?: string
+  logLevel?: Config['log']['level']
 }
 
 /** Apply --listen / --admin-listen to a loaded config (validated like the file's values). */
@@ -122,21 +127,43 @@ function withListenOverrides(config: Config, o: RunOptions): Config | string {
     if (typeof r === 'string') return r
     admin = Object.freeze({ ...config.admin, listen: r })
   }
-  if (o.listen === undefined && o.adminListen === undefined) return config
+  const log = o.logLevel === undefined ? config.log : Object.freeze({ ...config.log, level: o.logLevel })
+  if (o.listen === undefined && o.adminListen === undefined) return log === config.log ? config : Object.freeze({ ...config, log })
   // The listener rule again, for the addresses the flags chose; the file's listener warnings give way to these.
-  const next = { ...config, listen, admin }
+  const next = { ...config, listen, admin, log }
   const r = checkListeners(next, { listen: '--listen', adminListen: '--admin-listen' })
   if (r.issues.length > 0) return r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')
   const stale = new Set(checkListeners(config).warnings)
   return Object.freeze({ ...next, warnings: Object.freeze([...config.warnings.filter((w) => !stale.has(w)), ...r.warnings]) })
 }
 
+/**
+ * The demo's secret file is checked out world-readable (git keeps no other mode); the file
+ * provider would warn about it on every `npm start`. Make it owner-only, as a real one should
+ * be; a read-only install keeps the mode and the warning.
+ */
+function tightenDemoSecrets(): void {
+  const dir = path.join(path.dirname(DEMO_CONFIG), 'secrets')
+  try {
+    for (const f of readdirSync(dir)) {
+      const file = path.join(dir, f)
+      if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600)
+    }
+  } catch {
+    // not ours to change
+  }
+}
+
 async function run(io: CliIo, o: RunOptions): Promise<number> {
   let env = io.env
-  let result
+  let result: LoadResult
   if (o.demo) {
     env = { ...io.env, LATCHKEY_DEMO_TOKEN: io.env.LATCHKEY_DEMO_TOKEN ?? 'demo-env-token-0042' }
+    tightenDemoSecrets()
     result = loadConfigFile(DEMO_CONFIG, env)
+    // The demo's plain-http loopback credentials are deliberate (its banner says so): its
+    // warnings are about its own settings, not the user's.
+    if (result.ok) result = { ok: true as const, config: Object.freeze({ ...result.config, warnings: Object.freeze([]) }) }
   } else {
     result = loadFrom(findConfig(o.config, io), io)
   }
@@ -152,16 +179,26 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
   let echo: ReturnType<typeof createEchoServer> | undefined
   if (o.demo) {
     echo = createEchoServer()
-    await new Promise<void>((resolve, reject) => echo!.once('error', reject).listen(DEMO_ECHO.port, DEMO_ECHO.host, resolve))
+    try {
+      await new Promise<void>((resolve, reject) => echo!.once('error', reject).listen(DEMO_ECHO.port, DEMO_ECHO.host, resolve))
+    } catch (err) {
+      io.stderr.write(`latchkey: cannot start: ${listenFailure(err, config, { name: 'demo echo upstream', address: `${DEMO_ECHO.host}:${DEMO_ECHO.port}`, setting: 'examples/demo/latchkey.yaml' })}\n`)
+      return 1
+    }
   }
+  // Lines for people on a terminal (or when asked), JSON lines for machines elsewhere.
+  const tty = (io.stdout as { isTTY?: boolean }).isTTY === true
+  const pretty = config.log.format === 'pretty' || (config.log.format === undefined && tty)
+  const logStream = pretty ? await createPrettyDestination(io.stdout, tty && io.env.NO_COLOR === undefined) : io.stdout
   let daemon
   try {
-    daemon = await startDaemon({ config, env, logStream: io.stdout })
+    daemon = await startDaemon({ config, env, logStream })
   } catch (err) {
-    io.stderr.write(`latchkey: cannot start: ${(err as Error).message}\n`)
+    io.stderr.write(`latchkey: cannot start: ${listenFailure(err, config)}\n`)
     echo?.close()
     return 1
   }
+  for (const line of startupSummary(daemon.config, daemon.proxyUrl, daemon.adminUrl)) daemon.logger.info({ event: 'startup_summary' }, line)
   if (o.demo) {
     io.stderr.write(
       [

@@ -12,6 +12,7 @@ import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
 import { parseSections, type ParsedSections } from './parse-sections.ts'
 import { checkListeners, type ListenAddress } from './listeners.ts'
+import { suggestKeys } from './suggest-keys.ts'
 
 /** A literal (not `${...}`) value under a key that holds secret material. */
 const INLINE_SECRET = /^\s*(token|secretId|secret_id|password|clientSecret)\s*:\s*(?!\$\{)["']?[^\s"'#]/im
@@ -51,7 +52,7 @@ export interface Config {
   /** The proxy listener may bind a non-loopback address, for this reason (see listeners.ts). */
   readonly exposed: { readonly reason: string } | undefined
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
-  readonly log: { readonly level: LogLevel }
+  readonly log: { readonly level: LogLevel; readonly format?: 'json' | 'pretty' | undefined }
   readonly cache: RawConfig['cache']
   readonly upstream: RawConfig['upstream'] & { readonly ca: string | undefined }
   readonly egress: 'deny' | 'passthrough'
@@ -74,10 +75,19 @@ export interface LoadOptions {
 /** Parse YAML or JSON text (YAML is a superset) and validate it. Never throws for bad input. */
 export function parseConfigText(text: string, opts: LoadOptions & { source?: string }): LoadResult {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
-  if (doc.errors.length > 0) {
-    return { ok: false, issues: doc.errors.map((e) => ({ path: '', message: `${opts.source ?? 'config'}: ${e.message.split('\n')[0]}` })) }
+  const first = doc.errors[0]
+  if (first) {
+    // Only the first: one syntax slip cascades into many errors, the later ones misleading. Only
+    // its first line: the excerpt below it quotes the file, which may hold a secret.
+    const line = text.split('\n')[(first.linePos?.[0].line ?? 0) - 1] ?? ''
+    const hint = /\{[^}]*\$\{/.test(line) ? ' — a ${env:…} or ${file:…} inside a { … } flow map must be quoted: key: "${env:NAME}"' : ''
+    const more = doc.errors.length > 1 ? ` (${doc.errors.length - 1} more error${doc.errors.length > 2 ? 's' : ''} follow from it)` : ''
+    return { ok: false, issues: [{ path: '', message: `${opts.source ?? 'config'}: YAML: ${first.message.split('\n')[0]}${hint}${more}` }] }
   }
-  return validateConfig(doc.toJS() ?? {}, opts)
+  const js: unknown = doc.toJS() ?? {}
+  // `$schema` points editors at the JSON Schema; it is not configuration.
+  if (js !== null && typeof js === 'object' && !Array.isArray(js) && typeof (js as Record<string, unknown>).$schema === 'string') delete (js as Record<string, unknown>).$schema
+  return validateConfig(js, opts)
 }
 
 /** Read and validate a config file. */
@@ -113,7 +123,7 @@ export function validateConfig(rawInput: unknown, opts: LoadOptions): LoadResult
   // A value whose ${...} could not be resolved is reported once, for the substitution.
   const unresolved = new Set(substitution.map((i) => i.path))
   const all = [...substitution, ...issues.filter((i) => !unresolved.has(i.path))]
-  if (all.length > 0 || result === undefined) return { ok: false, issues: sortByPath(dedupe(hideInterpolatedValues(all, sources))) }
+  if (all.length > 0 || result === undefined) return { ok: false, issues: sortByPath(dedupe(hideInterpolatedValues(suggestKeys(all, rawInput), sources))) }
   return { ok: true, config: result }
 }
 
@@ -279,7 +289,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     listen: listen as ListenAddress,
     exposed,
     admin: Object.freeze({ listen: adminListen as ListenAddress, token: adminToken }),
-    log: Object.freeze({ level: raw.log.level }),
+    log: Object.freeze({ level: raw.log.level, format: raw.log.format }),
     cache: Object.freeze(raw.cache),
     upstream: Object.freeze({ ...raw.upstream, caFile: raw.upstream.caFile === undefined ? undefined : resolvePath(raw.upstream.caFile), ca }),
     egress: raw.egress,

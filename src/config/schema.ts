@@ -117,6 +117,8 @@ export const configShape = {
   log: z
     .object({
       level: logLevel.default('info'),
+      /** `json` lines, or `pretty` lines for people; unset: `pretty` when stdout is a terminal. */
+      format: z.enum(['json', 'pretty']).optional(),
     })
     .strict()
     .default({ level: 'info' }),

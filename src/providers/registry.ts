@@ -1,3 +1,4 @@
+import { ProviderError } from '../errors.ts'
 import type { ProviderFactory } from './provider.ts'
 import { envProvider } from './env.ts'
 import { fileProvider } from './file.ts'
@@ -13,8 +14,29 @@ import { gcpProvider } from './gcp.ts'
 export const PROVIDERS: Readonly<Record<string, ProviderFactory>> = {
   env: envProvider,
   file: fileProvider,
-  vault: vaultProvider,
-  aws: awsProvider,
-  azure: azureProvider,
-  gcp: gcpProvider,
+  vault: needsSdk(vaultProvider, ['node-vault']),
+  aws: needsSdk(awsProvider, ['@aws-sdk/client-secrets-manager', '@aws-sdk/client-sts', '@aws-sdk/credential-providers']),
+  azure: needsSdk(azureProvider, ['@azure/keyvault-secrets', '@azure/identity']),
+  gcp: needsSdk(gcpProvider, ['@google-cloud/secret-manager', 'google-gax']),
+}
+
+/**
+ * Cloud SDKs are optional peer dependencies: a library user installs only the one their
+ * provider needs. When it is missing, say which package to install instead of Node's
+ * ERR_MODULE_NOT_FOUND from deep inside the provider.
+ */
+export function needsSdk<F extends ProviderFactory>(factory: F, packages: readonly string[]): F {
+  return {
+    ...factory,
+    async create(options, ctx) {
+      try {
+        return await factory.create(options, ctx)
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        const missing = e.code === 'ERR_MODULE_NOT_FOUND' ? packages.find((p) => e.message.includes(`'${p}'`)) : undefined
+        if (missing === undefined) throw err
+        throw new ProviderError('provider_config', `provider "${ctx.name}" (type ${factory.type}) needs the package ${missing}, which is not installed: npm install ${missing}`, { retryable: false })
+      }
+    },
+  }
 }

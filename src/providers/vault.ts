@@ -121,7 +121,7 @@ export const vaultProvider: ProviderFactory<typeof optionsSchema> = {
   type: 'vault',
   optionsSchema,
   async create(options: VaultOptions, ctx): Promise<SecretProvider> {
-    const where = `vault provider ${ctx.name}`
+    let where = `vault provider ${ctx.name}`
     const address = options.address ?? ctx.env.VAULT_ADDR
     if (!address) throw new ProviderError('provider_config', `${where}: no Vault address (set address or VAULT_ADDR)`, { retryable: false })
     let url: URL
@@ -131,6 +131,8 @@ export const vaultProvider: ProviderFactory<typeof optionsSchema> = {
     } catch {
       throw new ProviderError('provider_config', `${where}: Vault address must be an http(s) URL`, { retryable: false })
     }
+    // Every error names the address it tried (the origin: never userinfo a URL might carry).
+    where = `${where} at ${url.origin}`
     if (url.protocol === 'http:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
       ctx.logger.warn({ event: 'vault_plain_http', provider: ctx.name, host: url.host }, 'Vault address is plain http: tokens and secrets cross the network unencrypted')
     }

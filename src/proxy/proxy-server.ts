@@ -56,7 +56,8 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     if (isRefusal(d)) {
       o.metrics.denials.inc({ code: d.code })
       o.metrics.requests.inc({ mode: 'connect', outcome: 'refused' })
-      o.logger.info({ event: 'denied', method: 'CONNECT', code: d.code, target: describeTarget(req.url) }, d.message)
+      // WARN: a refused tunnel is most often a setup mistake, and the message says the fix.
+      o.logger.warn({ event: 'denied', method: 'CONNECT', code: d.code, target: describeTarget(req.url) }, d.message)
       sendSocketError(socket, d.code, d.message)
       return
     }

@@ -22,7 +22,12 @@ export function sendError(res: ServerResponse, code: ErrorCode, message: string)
   res.end(body)
 }
 
-/** The same refusal written raw on a socket (CONNECT, client errors), then the socket is closed. */
+/**
+ * The same refusal written raw on a socket (CONNECT, client errors), then the socket is closed.
+ * A client never shows the body of a refused CONNECT (curl prints only "CONNECT tunnel failed,
+ * response 403"), so the code and message also go in the status line's reason phrase and in a
+ * `Proxy-Status` header (RFC 9209), both of which `curl -v` prints.
+ */
 export function sendSocketError(socket: Duplex, code: ErrorCode, message: string): void {
   if (!socket.writable) {
     socket.destroy()
@@ -30,20 +35,11 @@ export function sendSocketError(socket: Duplex, code: ErrorCode, message: string
   }
   const status = ERROR_CODES[code].status
   const body = JSON.stringify({ error: code, message })
+  // Reason phrase and header value allow visible ASCII, space and tab only (RFC 9112 §4).
+  const text = message.replace(/[^\t\x20-\x7e]/g, '?')
+  const kind = status === 403 ? 'http_request_denied' : status < 500 ? 'http_request_error' : 'proxy_internal_error'
+  const proxyStatus = `latchkey; error=${kind}; details="${code}: ${text.replace(/["\\]/g, '\\$&')}"`
   socket.end(
-    `HTTP/1.1 ${status} ${reason(status)}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-latchkey-error: ${code}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${code}: ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-latchkey-error: ${code}\r\nproxy-status: ${proxyStatus}\r\nconnection: close\r\n\r\n${body}`,
   )
-}
-
-function reason(status: number): string {
-  switch (status) {
-    case 400: return 'Bad Request'
-    case 403: return 'Forbidden'
-    case 404: return 'Not Found'
-    case 431: return 'Request Header Fields Too Large'
-    case 502: return 'Bad Gateway'
-    case 503: return 'Service Unavailable'
-    case 504: return 'Gateway Timeout'
-    default: return 'Error'
-  }
 }

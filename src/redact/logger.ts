@@ -1,5 +1,6 @@
+import type { Writable } from 'node:stream'
 import { pino, type Logger } from 'pino'
-import { serializeError } from './error-serializer.ts'
+import { serializeError, type SerializedError } from './error-serializer.ts'
 import { compileLogObjectRedactor } from './log-object.ts'
 import { scrubPatterns } from './patterns.ts'
 import type { Scrubber } from './scrubber.ts'
@@ -16,6 +17,58 @@ export interface LoggerOptions {
   destination?: NodeJS.WritableStream
   /** Header names the credentials inject; censored in logged header collections like `authorization`. */
   sensitiveHeaders?: readonly string[]
+}
+
+/**
+ * A provider failure is an expected, operational event (a variable unset, Vault down): its
+ * message says what failed and where, and the stack trace is noise. Stacks of these errors,
+ * and of their causes, are kept only at debug and trace; any other error keeps its stack.
+ */
+function errorSerializer(level: LogLevel): (e: unknown) => SerializedError | string {
+  if (level === 'trace' || level === 'debug') return serializeError
+  const strip = (s: SerializedError | string): SerializedError | string => {
+    if (typeof s === 'string') return s
+    const { stack: _stack, cause, ...rest } = s
+    return cause === undefined ? rest : { ...rest, cause: strip(cause) }
+  }
+  return (e) => {
+    const s = serializeError(e)
+    return typeof s !== 'string' && s.type === 'ProviderError' ? strip(s) : s
+  }
+}
+
+/**
+ * Lines for people (pino-pretty): time, level name, message, then the fields. It reads the
+ * finished JSON lines, so they have passed every redaction stage before they are reformatted.
+ */
+export async function createPrettyDestination(destination: Writable, colorize = false): Promise<Writable> {
+  // Loaded only for people: a pod writing JSON lines never pays for it.
+  const { build: prettyStream } = await import('pino-pretty')
+  return prettyStream({ destination, colorize, sync: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,name', hideObject: true, messageFormat: humanLine })
+}
+
+const NOT_FIELDS = new Set(['level', 'time', 'pid', 'hostname', 'name'])
+
+/** `message  key=value key=value`: the fields on the same line, an error as `Type: message`. */
+function humanLine(log: Record<string, unknown>, messageKey: string): string {
+  const fields: string[] = []
+  let stack = ''
+  for (const [k, v] of Object.entries(log)) {
+    if (NOT_FIELDS.has(k) || k === messageKey || v === undefined || v === null) continue
+    if (typeof v === 'object' && !Array.isArray(v) && 'message' in v) {
+      const e = v as { type?: unknown; message?: unknown; stack?: unknown }
+      fields.push(`${k}=${JSON.stringify(`${String(e.type ?? 'Error')}: ${String(e.message)}`)}`)
+      if (typeof e.stack === 'string') stack += `\n${e.stack}`
+    } else fields.push(`${k}=${plain(v)}`)
+  }
+  return `${String(log[messageKey] ?? '')}${fields.length ? `  ${fields.join(' ')}` : ''}${stack}`
+}
+
+function plain(v: unknown): string {
+  if (Array.isArray(v)) return v.map(plain).join(',')
+  if (typeof v === 'object' && v !== null) return Object.entries(v).map(([k, x]) => `${k}:${plain(x)}`).join(',')
+  const s = String(v)
+  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s)
 }
 
 /**
@@ -45,7 +98,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       level: opts.level,
       base: { name: 'latchkey' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      serializers: { err: serializeError, error: serializeError, cause: serializeError },
+      serializers: { err: errorSerializer(opts.level), error: errorSerializer(opts.level), cause: errorSerializer(opts.level) },
       formatters: { log: redactObject },
       hooks: {
         streamWrite(line: string): string {

@@ -71,11 +71,11 @@ test('latchkey check exits 0 for a valid config and 2 listing every problem with
   assert.equal(r.code, 2, r.stderr)
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('  - '))
   const expected = [
-    /^ {2}- \(root\): Unrecognized key: "bogus"$/,
+    /^ {2}- \(root\): unknown key "bogus" \(known: listen, /,
     /^ {2}- cache\.ttl: invalid duration "soon"/,
     /^ {2}- credentials\.a\.hosts\[0\]: a bare \* would match every host/,
     /^ {2}- credentials\.a\.provider: no provider named "none"/,
-    /^ {2}- credentials\.b: Unrecognized key: "extra"$/,
+    /^ {2}- credentials\.b: unknown key "extra" \(known: provider, /,
     /^ {2}- credentials\.c\.hosts: pattern "api\.example\.com" can match the same host:port as "\*\.example\.com" of credential b/,
     /^ {2}- listen: port 70000 is out of range/,
     /^ {2}- providers\.az\.vaultUrl: Invalid URL$/,

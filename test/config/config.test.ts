@@ -63,14 +63,14 @@ routes:
   assert.equal(r.ok, false)
   const issues = r.ok ? [] : r.issues
   const expected: Array<[string, RegExp]> = [
-    ['', /Unrecognized key: "surprise"/],
+    ['', /unknown key "surprise"/],
     ['cache.maxEntries', /Too small/],
     ['cache.ttl', /invalid duration "5 minutes"/],
     ['credentials.a.hosts', /at least one host pattern/],
     ['credentials.b.hosts[0]', /wildcards are allowed only as the whole leftmost label/],
     ['credentials.b.inject.type', /.+/],
     ['credentials.b.provider', /no provider named "nope"/],
-    ['credentials.c', /Unrecognized key: "typo"/],
+    ['credentials.c', /unknown key "typo"/],
     ['credentials.d.hosts', /can match the same host:port as "\*\.example\.com" of credential c/],
     ['credentials.e.hosts[0]', /a bare \* would match every host/],
     ['credentials.e.inject', /header name "X Bad" is not a valid HTTP field name/],

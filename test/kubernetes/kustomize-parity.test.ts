@@ -1,5 +1,5 @@
 /**
- * The install overlay the README shows, and parity between render.ts (the kustomize subset the
+ * The install overlay docs/kubernetes.md shows, and parity between render.ts (the kustomize subset the
  * other tests render with) and the real `kubectl kustomize`, where kubectl is on PATH.
  */
 import assert from 'node:assert/strict'
@@ -17,11 +17,11 @@ const ROOT = path.join(REPO, 'deploy', 'kubernetes')
 const LAYOUTS = ['base', 'overlays/vault', 'overlays/aws', 'overlays/gcp', 'overlays/azure', 'injector/base', 'injector/cert-manager', 'examples/injected-job', 'examples/intercepted-job']
 const README_OVERLAY = 'deploy/kubernetes/injector/local/kustomization.yaml'
 
-/** The YAML block that follows the README line naming the overlay file. */
+/** The YAML block that follows the docs/kubernetes.md line naming the overlay file. */
 function readmeOverlay(): string {
-  const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8')
+  const readme = readFileSync(path.join(REPO, 'docs', 'kubernetes.md'), 'utf8')
   const at = readme.indexOf(`Create \`${README_OVERLAY}\`:`)
-  assert.ok(at >= 0, `the README names ${README_OVERLAY}`)
+  assert.ok(at >= 0, `docs/kubernetes.md names ${README_OVERLAY}`)
   const m = /```yaml\n([\s\S]*?)```/.exec(readme.slice(at))
   return m?.[1] ?? assert.fail('no yaml block after it')
 }
