@@ -10,6 +10,7 @@ import { normalizeHost, splitHostPort } from '../proxy/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
 import { DUPLICATE_HOST, hasDuplicateHost } from '../proxy/resolve-target.ts'
 import { sendError, sendSocketError } from '../proxy/respond.ts'
+import { serverTimeoutOptions, startTimeoutSweep } from '../proxy/server-limits.ts'
 import { loadOrCreateCa, type LoadedCa } from './ca-store.ts'
 import { LeafCache } from './leaf-cache.ts'
 
@@ -70,7 +71,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     sendError(res, code, message)
   }
 
-  const inner = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+  const inner = http.createServer({ ...serverTimeoutOptions(config.limits), insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
     const t = tunnels.get(req.socket as TLSSocket)
     if (!t) {
       res.destroy()
@@ -93,6 +94,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
       res.destroy()
     })
   })
+  startTimeoutSweep(inner)
   inner.keepAliveTimeout = TUNNEL_KEEP_ALIVE_MS
   // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.
   inner.timeout = config.upstream.requestTimeout + config.upstream.connectTimeout + 5_000

@@ -7,6 +7,7 @@ import type { CompiledCredential } from '../config/load.ts'
 import type { Forwarder } from './forward.ts'
 import { DUPLICATE_HOST, hasDuplicateHost, isRefusal, type TargetResolver } from './resolve-target.ts'
 import { sendError, sendSocketError } from './respond.ts'
+import { applyServerLimits, DEFAULT_SERVER_LIMITS, serverTimeoutOptions, type ServerLimits } from './server-limits.ts'
 import { openTunnel } from './tunnel.ts'
 
 /** TLS interception (issue 4) plugs in here: it owns the socket after a CONNECT to a credentialed host. */
@@ -22,6 +23,8 @@ export interface ProxyServerOptions {
   connectTimeoutMs: number
   allowLinkLocal: boolean
   interceptor?: ConnectInterceptor | undefined
+  /** Connection cap and timeouts (`limits` in the config). */
+  limits?: ServerLimits
 }
 
 /**
@@ -39,7 +42,8 @@ export function destroyTunnels(server: http.Server): void {
 }
 
 export function createProxyServer(o: ProxyServerOptions): http.Server {
-  const server = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+  const limits = o.limits ?? DEFAULT_SERVER_LIMITS
+  const server = http.createServer({ ...serverTimeoutOptions(limits), insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
     const target = o.resolver.resolve(req)
     if (isRefusal(target)) {
       o.metrics.denials.inc({ code: target.code })
@@ -54,6 +58,8 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
       res.destroy()
     })
   })
+
+  applyServerLimits(server, limits, () => o.metrics.denials.inc({ code: 'too_many_connections' }))
 
   const open = new Set<Duplex>()
   tunnels.set(server, open)
@@ -83,14 +89,14 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
   })
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request'
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'bad_request'
     o.metrics.denials.inc({ code })
     o.logger.info({ event: 'client_error', code, parserCode: err.code }, 'malformed request refused')
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy()
       return
     }
-    sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : `malformed request (${err.code ?? 'parse error'})`)
+    sendSocketError(socket, code, code === 'headers_too_large' ? 'request headers are too large' : code === 'request_timeout' ? 'the request was not received in time (limits.headersTimeout)' : `malformed request (${err.code ?? 'parse error'})`)
   })
   return server
 }

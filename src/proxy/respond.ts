@@ -40,6 +40,7 @@ function reason(status: number): string {
     case 400: return 'Bad Request'
     case 403: return 'Forbidden'
     case 404: return 'Not Found'
+    case 408: return 'Request Timeout'
     case 431: return 'Request Header Fields Too Large'
     case 502: return 'Bad Gateway'
     case 503: return 'Service Unavailable'
