@@ -6,6 +6,7 @@ import type { Metrics } from '../admin/metrics.ts'
 import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
 import { settleWithin } from '../cache/settle-within.ts'
 import { ERROR_CODES, LatchkeyError } from '../errors.ts'
+import { responseScrubForms, scrubbingDispatcher } from '../inject/scrub-response.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './hop-by-hop.ts'
 import { hasBody, prepareBody, type PreparedBody } from './request-body.ts'
 import type { Target } from './resolve-target.ts'
@@ -66,13 +67,16 @@ export class Forwarder {
       base.push('host', target.hostHeader)
       const body: PreparedBody = inject ? await prepareBody(req, this.#o.retryBodyLimit) : hasBody(req) ? { replayable: false, body: req } : { replayable: true, body: null }
       const agent = target.passthrough ? this.#o.agents.passthrough : this.#o.agents.credentialed
-      const send = (value: string | undefined) => {
+      const send = (used: Resolved | undefined) => {
+        const value = used?.headerValue
         const headers = value === undefined || headerName === undefined ? base : [...base, headerName, value]
         const reqBody = body.body === null ? null : Buffer.isBuffer(body.body) ? body.body : body.body === req ? req : Readable.from(body.body)
-        return agent.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody, signal: abort.signal })
+        // The injected value never comes back to the client: headers always, bodies when the credential opts in.
+        const via = used && credential && headerName ? scrubbingDispatcher(agent, responseScrubForms(credential, used), credential.scrubResponses) : agent
+        return via.request({ origin: target.origin, path: target.path, method: req.method as Dispatcher.HttpMethod, headers, body: reqBody, signal: abort.signal })
       }
       if (resolved && credential) this.#o.metrics.injections.inc({ credential: credential.name })
-      let upstream = await send(resolved?.headerValue)
+      let upstream = await send(resolved)
 
       if (resolved && credential && (upstream.statusCode === 401 || upstream.statusCode === 403)) {
         const bust = this.#o.cache.bust(credential, resolved.secret)
@@ -88,7 +92,7 @@ export class Forwarder {
           this.#o.metrics.replays.inc({ credential: credential.name })
           this.#o.logger.info({ event: 'replay', credential: credential.name, host: target.host, status: upstream.statusCode }, 'replaying with the refreshed credential')
           outcome = 'replayed'
-          upstream = await send(fresh.headerValue)
+          upstream = await send(fresh)
         }
       }
       if (abort.signal.aborted) {

@@ -7,6 +7,7 @@ import type { Resolved, SecretCache } from '../cache/secret-cache.ts'
 import { settleWithin } from '../cache/settle-within.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import { LatchkeyError } from '../errors.ts'
+import { responseScrubForms, scrubbingHandler } from '../inject/scrub-response.ts'
 import { withHeader } from './header-list.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -138,7 +139,10 @@ export class InjectedRequest {
   #send(attempt: 1 | 2, headerValue: string): void {
     const opts = { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
     try {
-      this.#dispatch(opts, new Attempt(this, attempt))
+      const used = this.#used as Resolved
+      // The injected value never comes back to the application: headers always, bodies when the credential opts in.
+      const handler = scrubbingHandler(new Attempt(this, attempt), responseScrubForms(this.#credential, used), { bodies: this.#credential.scrubResponses, method: opts.method })
+      this.#dispatch(opts, handler)
     } catch (err) {
       this.#fail(err as Error)
     }

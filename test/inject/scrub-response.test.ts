@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { BodyScrubber, ScrubForms } from '../../src/inject/scrub-response.ts'
+import { assertNoCanary } from '../helpers/log-capture.ts'
+
+const CANARY = 'canary-scrub+9f3b/2c1d=x y'
+const RENDERED = `Bearer ${CANARY}`
+
+/** A body holding the value in every encoding an echo might use. */
+function echoBody(): Buffer {
+  const b64 = Buffer.from(CANARY).toString('base64')
+  return Buffer.from(
+    JSON.stringify({ authorization: RENDERED, raw: CANARY, b64, b64url: Buffer.from(CANARY).toString('base64url'), url: encodeURIComponent(CANARY), lowerUrl: encodeURIComponent(CANARY).toLowerCase(), form: new URLSearchParams({ k: CANARY }).toString(), embedded: Buffer.from(`xy${CANARY}zw`).toString('base64') }) +
+      ` trailing ${CANARY}`,
+  )
+}
+
+function scrubInChunks(body: Buffer, cuts: number[]): Buffer {
+  const s = new BodyScrubber(new ScrubForms([RENDERED, CANARY]))
+  const out: Buffer[] = []
+  let at = 0
+  for (const cut of [...cuts, body.length]) {
+    out.push(s.push(body.subarray(at, cut)))
+    at = cut
+  }
+  out.push(s.end())
+  return Buffer.concat(out)
+}
+
+test('a body with the value in every encoding comes out without any of them, with its length unchanged', () => {
+  const body = echoBody()
+  const out = scrubInChunks(body, [])
+  assert.equal(out.length, body.length)
+  assertNoCanary(out.toString('latin1'), [CANARY])
+  assert.match(out.toString(), /"authorization":"\*+"/)
+})
+
+test('a value split across two chunks is found at every offset', () => {
+  const body = echoBody()
+  const whole = scrubInChunks(body, [])
+  for (let cut = 0; cut <= body.length; cut++) {
+    const out = scrubInChunks(body, [cut])
+    assert.ok(out.equals(whole), `split at ${cut}`)
+  }
+})
+
+test('a value spread over one-byte chunks is still found', () => {
+  const body = echoBody()
+  const out = scrubInChunks(body, Array.from({ length: body.length - 1 }, (_, i) => i + 1))
+  assert.ok(out.equals(scrubInChunks(body, [])))
+  assertNoCanary(out.toString('latin1'), [CANARY])
+})
+
+test('a chunk without the value is passed on as the same bytes, and only the tail is held back', () => {
+  const forms = new ScrubForms([CANARY])
+  const s = new BodyScrubber(forms)
+  const chunk = Buffer.from('x'.repeat(1000))
+  const out = s.push(chunk)
+  assert.equal(out.length, 1000 - (forms.maxLength - 1))
+  assert.equal(out.buffer, chunk.buffer, 'no copy for a chunk without a match')
+  assert.equal(s.end().length, forms.maxLength - 1)
+})
+
+test('a UTF-8 value is matched by its bytes, and values shorter than 4 characters are not scrubbed', () => {
+  const value = 'clé-secrète-ü'
+  const s = new BodyScrubber(new ScrubForms([value, 'abc']))
+  const body = Buffer.from(`{"v":"${value}","w":"abc"}`)
+  const out = Buffer.concat([s.push(body.subarray(0, 9)), s.push(body.subarray(9)), s.end()])
+  assert.equal(out.length, body.length)
+  assert.ok(!out.includes(Buffer.from(value)))
+  assert.match(out.toString(), /"w":"abc"/)
+})
