@@ -100,53 +100,70 @@ export function responseScrubForms(credential: CompiledCredential, resolved: Res
 }
 
 /**
- * A stream of body bytes with every form overwritten. `push` returns what can be sent now;
- * up to `maxLength - 1` bytes wait for the next chunk (a form may begin there); `end` returns
- * the rest. Chunks without a match are passed on as they are, without copying.
+ * A stream of body bytes with every form overwritten. `push` hands on, in order, the pieces
+ * that can be sent now; up to `maxLength - 1` bytes wait for the next chunk, since a form may
+ * begin there; `end` hands on the rest. Nothing is copied but that held tail: the pieces are
+ * slices of the upstream's chunks and of one shared run of `*`.
  */
 export class BodyScrubber {
   readonly #forms: ScrubForms
+  /** Bytes a form may still begin in: `maxLength - 1`. */
+  readonly #hold: number
+  readonly #mask: Buffer
   #carry: Buffer = EMPTY
 
   constructor(forms: ScrubForms) {
     this.#forms = forms
+    this.#hold = forms.maxLength - 1
+    this.#mask = Buffer.alloc(forms.maxLength, MASK)
   }
 
-  push(chunk: Buffer): Buffer {
-    const buf = this.#carry.length === 0 ? chunk : Buffer.concat([this.#carry, chunk])
-    // A match starting before `boundary` is final: every form starting there fits in `buf`.
-    const boundary = buf.length - (this.#forms.maxLength - 1)
-    if (boundary <= 0) {
-      this.#carry = Buffer.from(buf)
-      return EMPTY
+  push(chunk: Buffer, emit: (piece: Buffer) => void): void {
+    const carry = this.#carry
+    if (carry.length === 0 || chunk.length < this.#hold) {
+      // Small chunks are joined whole (cheap); otherwise the chunk is scanned as it is.
+      this.#tail(carry.length === 0 ? chunk : Buffer.concat([carry, chunk]), 0, emit)
+      return
     }
-    const { out, end } = this.#scrub(buf, boundary)
-    // Copied: the held tail must not pin (or alias) the upstream's buffer.
-    this.#carry = end === out.length ? EMPTY : Buffer.from(out.subarray(end))
-    return out.subarray(0, end)
+    // The junction: the held tail and the next `hold` bytes. A form beginning in the tail ends
+    // inside it, so the matches found there are final. One that runs into the chunk covers
+    // the chunk's first bytes (emitted masked here).
+    const end = this.#scrub(Buffer.concat([carry, chunk.subarray(0, this.#hold)]), 0, carry.length, emit)
+    this.#tail(chunk, end - carry.length, emit)
   }
 
-  end(): Buffer {
+  end(emit: (piece: Buffer) => void): void {
     const buf = this.#carry
     this.#carry = EMPTY
-    return buf.length === 0 ? buf : this.#scrub(buf, buf.length).out
+    if (buf.length > 0) this.#scrub(buf, 0, buf.length, emit)
   }
 
-  /** Masks every match starting before `boundary`; `end` is where the bytes that can be sent now stop. */
-  #scrub(buf: Buffer, boundary: number): { out: Buffer; end: number } {
+  /** Emits what is final in `buf` from `from` on, and holds the rest. */
+  #tail(buf: Buffer, from: number, emit: (piece: Buffer) => void): void {
+    // A match starting before `boundary` is final: every form starting there fits in `buf`.
+    const boundary = buf.length - this.#hold
+    const end = boundary <= from ? from : this.#scrub(buf, from, boundary, emit)
+    // Copied: the held tail must not pin (or alias) the upstream's buffer.
+    this.#carry = end === buf.length ? EMPTY : Buffer.from(buf.subarray(end))
+  }
+
+  /**
+   * Emits `buf` from `from` to the returned end (at least `boundary`), every match that starts
+   * before `boundary` replaced by `*`s; a match may end past `boundary`.
+   */
+  #scrub(buf: Buffer, from: number, boundary: number, emit: (piece: Buffer) => void): number {
     const pattern = this.#forms.pattern
     const text = buf.toString('latin1')
-    pattern.lastIndex = 0
-    let out = buf
-    let end = boundary
+    pattern.lastIndex = from
+    let at = from
     for (let m = pattern.exec(text); m !== null && m.index < boundary; m = pattern.exec(text)) {
-      // The upstream's chunk is never written to: the first match copies it.
-      if (out === buf) out = Buffer.from(buf)
-      const stop = m.index + m[0].length
-      out.fill(MASK, m.index, stop)
-      if (stop > end) end = stop
+      if (m.index > at) emit(buf.subarray(at, m.index))
+      emit(this.#mask.subarray(0, m[0].length))
+      at = m.index + m[0].length
     }
-    return { out, end }
+    const end = Math.max(at, boundary)
+    if (end > at) emit(buf.subarray(at, end))
+    return end
   }
 }
 
@@ -251,13 +268,13 @@ class BodyScrub implements Handler {
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
-    const out = this.#scrubber.push(chunk)
-    if (out.length > 0) this.#next.onResponseData?.(controller, out)
+    this.#scrubber.push(chunk, (piece) => {
+      if (piece.length > 0) this.#next.onResponseData?.(controller, piece)
+    })
   }
 
   onResponseEnd(controller: Controller, trailers: IncomingHttpHeaders): void {
-    const rest = this.#scrubber.end()
-    if (rest.length > 0) this.#next.onResponseData?.(controller, rest)
+    this.#scrubber.end((piece) => this.#next.onResponseData?.(controller, piece))
     this.#next.onResponseEnd?.(controller, trailers)
   }
 

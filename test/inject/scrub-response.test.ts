@@ -20,10 +20,10 @@ function scrubInChunks(body: Buffer, cuts: number[]): Buffer {
   const out: Buffer[] = []
   let at = 0
   for (const cut of [...cuts, body.length]) {
-    out.push(s.push(body.subarray(at, cut)))
+    s.push(body.subarray(at, cut), (piece) => out.push(piece))
     at = cut
   }
-  out.push(s.end())
+  s.end((piece) => out.push(piece))
   return Buffer.concat(out)
 }
 
@@ -54,18 +54,38 @@ test('a value spread over one-byte chunks is still found', () => {
 test('a chunk without the value is passed on as the same bytes, and only the tail is held back', () => {
   const forms = new ScrubForms([CANARY])
   const s = new BodyScrubber(forms)
-  const chunk = Buffer.from('x'.repeat(1000))
-  const out = s.push(chunk)
-  assert.equal(out.length, 1000 - (forms.maxLength - 1))
-  assert.equal(out.buffer, chunk.buffer, 'no copy for a chunk without a match')
-  assert.equal(s.end().length, forms.maxLength - 1)
+  const pieces: Buffer[] = []
+  const first = Buffer.from('x'.repeat(1000))
+  s.push(first, (p) => pieces.push(p))
+  assert.equal(pieces.length, 1)
+  assert.equal(pieces[0]?.length, 1000 - (forms.maxLength - 1))
+  assert.equal(pieces[0]?.buffer, first.buffer, 'no copy for a chunk without a match')
+  const second = Buffer.from('y'.repeat(1000))
+  s.push(second, (p) => pieces.push(p))
+  assert.equal(pieces[1]?.length, forms.maxLength - 1, 'the held tail goes first')
+  assert.equal(pieces[2]?.buffer, second.buffer, 'the next chunk is not joined to the tail')
+  s.end((p) => pieces.push(p))
+  assert.equal(pieces[3]?.length, forms.maxLength - 1)
+})
+
+test('chunks of every size between 1 byte and twice the longest form scrub the same', () => {
+  const body = Buffer.concat([echoBody(), echoBody()])
+  const whole = scrubInChunks(body, [])
+  for (let size = 1; size <= 2 * Buffer.byteLength(CANARY) * 4; size++) {
+    const cuts = Array.from({ length: Math.ceil(body.length / size) - 1 }, (_, i) => (i + 1) * size)
+    assert.ok(scrubInChunks(body, cuts).equals(whole), `chunks of ${size}`)
+  }
 })
 
 test('a UTF-8 value is matched by its bytes, and values shorter than 4 characters are not scrubbed', () => {
   const value = 'clé-secrète-ü'
   const s = new BodyScrubber(new ScrubForms([value, 'abc']))
   const body = Buffer.from(`{"v":"${value}","w":"abc"}`)
-  const out = Buffer.concat([s.push(body.subarray(0, 9)), s.push(body.subarray(9)), s.end()])
+  const pieces: Buffer[] = []
+  s.push(body.subarray(0, 9), (p) => pieces.push(p))
+  s.push(body.subarray(9), (p) => pieces.push(p))
+  s.end((p) => pieces.push(p))
+  const out = Buffer.concat(pieces)
   assert.equal(out.length, body.length)
   assert.ok(!out.includes(Buffer.from(value)))
   assert.match(out.toString(), /"w":"abc"/)
