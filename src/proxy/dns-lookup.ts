@@ -27,6 +27,12 @@ export interface DnsLookupOptions {
   resolver?: DnsResolver
   /** Hosts file consulted before DNS (default: the system's); `false` for none. Re-read when it changes. */
   hostsFile?: string | false
+  /**
+   * Where the `search` domains and `options ndots:N` come from (default `/etc/resolv.conf`; none
+   * on Windows); `false` for none. c-ares queries do not apply them, getaddrinfo does, and short
+   * names such as Kubernetes' `service.namespace` need them.
+   */
+  resolvConf?: string | false
   /** Queries in flight at once, all names (default 256). */
   maxInFlight?: number
   /** Queries in flight at once for names under one parent domain (default 32). */
@@ -61,6 +67,7 @@ export class DnsLookupError extends Error {
 type Answer = readonly LookupAddress[] | DnsLookupError
 
 const SYSTEM_HOSTS_FILE = process.platform === 'win32' ? 'C:\\Windows\\System32\\drivers\\etc\\hosts' : '/etc/hosts'
+const SYSTEM_RESOLV_CONF = process.platform === 'win32' ? false : '/etc/resolv.conf'
 /** How often (at most) the hosts file's mtime is checked; the check runs in the background. */
 const HOSTS_RECHECK_MS = 5_000
 /** After one family answers, how long to wait for the other (RFC 8305's resolution delay). */
@@ -91,6 +98,23 @@ export function parseHostsFile(text: string): Map<string, LookupAddress[]> {
   return out
 }
 
+/** The `search` list (the last `search` or `domain` line wins) and `ndots` (default 1, at most 15) of resolv.conf. */
+export function parseResolvConf(text: string): { search: string[]; ndots: number } {
+  let search: string[] = []
+  let ndots = 1
+  for (const line of text.split(/\r?\n/)) {
+    const [key, ...rest] = line.replace(/[#;].*/, '').trim().split(/\s+/)
+    if (key === 'search' || key === 'domain') search = rest.map(normalizeName).filter((d) => d !== '')
+    else if (key === 'options') {
+      for (const o of rest) {
+        const m = /^ndots:(\d+)$/.exec(o)
+        if (m) ndots = Math.min(15, Number(m[1]))
+      }
+    }
+  }
+  return { search, ndots }
+}
+
 function normalizeName(name: string): string {
   const lower = name.toLowerCase()
   return lower.endsWith('.') ? lower.slice(0, -1) : lower
@@ -106,6 +130,8 @@ export class DnsLookup {
   readonly lookup: LookupFunction
   readonly #resolver: DnsResolver
   readonly #hostsFile: string | false
+  readonly #search: readonly string[]
+  readonly #ndots: number
   readonly #maxInFlight: number
   readonly #maxPerParent: number
   readonly #negativeTtlMs: number
@@ -121,6 +147,15 @@ export class DnsLookup {
   constructor(o: DnsLookupOptions = {}) {
     this.#resolver = o.resolver ?? new dnsPromises.Resolver({ timeout: 2_000, tries: 2 })
     this.#hostsFile = o.hostsFile ?? SYSTEM_HOSTS_FILE
+    const resolvConf = o.resolvConf ?? SYSTEM_RESOLV_CONF
+    let conf = { search: [] as string[], ndots: 1 }
+    try {
+      if (resolvConf !== false) conf = parseResolvConf(readFileSync(resolvConf, 'utf8'))
+    } catch {
+      // No resolv.conf: names are asked as they are.
+    }
+    this.#search = Object.freeze(conf.search)
+    this.#ndots = conf.ndots
     this.#maxInFlight = o.maxInFlight ?? 256
     this.#maxPerParent = o.maxInFlightPerParent ?? 32
     this.#negativeTtlMs = o.negativeTtlMs ?? 5_000
@@ -188,7 +223,26 @@ export class DnsLookup {
     return this.#answers.get(name)
   }
 
+  /**
+   * The name with the search domains, in resolver(3) order: a name with fewer than `ndots`
+   * dots tries the search domains first, then itself; any other, itself first. The first
+   * candidate with an address wins; a time-out ends the search (as a failure to retry).
+   */
   async #query(name: string): Promise<{ answer: Answer; ttlMs: number }> {
+    if (this.#search.length === 0) return this.#queryOne(name)
+    const expanded = this.#search.map((d) => `${name}.${d}`)
+    const dots = name.split('.').length - 1
+    let last: { answer: Answer; ttlMs: number } | undefined
+    for (const candidate of dots >= this.#ndots ? [name, ...expanded] : [...expanded, name]) {
+      last = await this.#queryOne(candidate)
+      if (!(last.answer instanceof DnsLookupError)) return last
+      if (last.answer.code === 'EAI_AGAIN') break
+    }
+    const failed = (last as { answer: DnsLookupError }).answer
+    return { answer: new DnsLookupError(failed.code, name, failed.code === 'ENOTFOUND' ? 'no address for' : 'DNS did not answer for'), ttlMs: 0 }
+  }
+
+  async #queryOne(name: string): Promise<{ answer: Answer; ttlMs: number }> {
     const v4 = this.#resolver.resolve4(name, { ttl: true })
     const v6 = this.#resolver.resolve6(name, { ttl: true })
     const [a, aaaa] = await settleBoth(v4, v6)

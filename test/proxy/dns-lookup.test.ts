@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import dnsPacket from 'dns-packet'
-import { DnsLookup, DnsLookupError, parseHostsFile } from '../../src/proxy/dns-lookup.ts'
+import { DnsLookup, DnsLookupError, parseHostsFile, parseResolvConf } from '../../src/proxy/dns-lookup.ts'
 import { createUpstreamAgents, mapUpstreamError } from '../../src/proxy/upstream.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
@@ -25,7 +25,7 @@ async function startDnsServer(): Promise<{ address: string; asked: Map<string, n
     if (!q) return
     asked.set(`${q.name}/${q.type}`, (asked.get(`${q.name}/${q.type}`) ?? 0) + 1)
     if (q.name.startsWith('nx')) return // a name whose servers never answer
-    const gone = q.name.startsWith('gone.')
+    const gone = q.name === 'gone' || q.name.startsWith('gone.')
     const answers: dnsPacket.Answer[] = []
     if (!gone && q.type === 'A') answers.push({ type: 'A', name: q.name, ttl: 60, data: q.name.startsWith('meta.') ? '169.254.169.254' : '127.0.0.1' })
     const reply = dnsPacket.encode({ type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (gone ? 3 : 0), questions: [q], answers })
@@ -70,7 +70,7 @@ describe('DNS lookups for upstream connections', () => {
   })
 
   test('a bound name is served while 64 requests to names that never resolve are pending', async () => {
-    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile, maxInFlightPerParent: 128 })
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile, resolvConf: false, maxInFlightPerParent: 128 })
     const agents = createUpstreamAgents({ ca: undefined, connectTimeoutMs: 30_000, requestTimeoutMs: 30_000, allowLinkLocal: false, lookup: lookup.lookup })
     const settled: string[] = []
     const hung = Array.from({ length: 64 }, (_, i) =>
@@ -99,7 +99,7 @@ describe('DNS lookups for upstream connections', () => {
   })
 
   test('concurrent lookups of one name share one query, and a missing name is cached briefly', async () => {
-    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false })
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false, resolvConf: false })
     const answers = await Promise.all(Array.from({ length: 20 }, () => lookup.resolve('shared.lk.test')))
     for (const a of answers) assert.deepEqual(a, [{ address: '127.0.0.1', family: 4 }])
     assert.equal(dns.asked.get('shared.lk.test/A'), 1)
@@ -114,7 +114,7 @@ describe('DNS lookups for upstream connections', () => {
   })
 
   test('names under one parent beyond the cap fail at once; other names still resolve', async () => {
-    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false, maxInFlightPerParent: 4 })
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false, maxInFlightPerParent: 4, resolvConf: false })
     const pending = Array.from({ length: 4 }, (_, i) => lookup.resolve(`nx${i}.capped.lk.test`))
     const refused = await lookup.resolve('nx9.capped.lk.test')
     assert.ok(refused instanceof DnsLookupError)
@@ -126,7 +126,7 @@ describe('DNS lookups for upstream connections', () => {
   })
 
   test('a name that resolves to a link-local address is refused on the passthrough agent', async () => {
-    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false })
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false, resolvConf: false })
     const agents = createUpstreamAgents({ ca: undefined, connectTimeoutMs: 5_000, requestTimeoutMs: 5_000, allowLinkLocal: false, lookup: lookup.lookup })
     const err = await agents.passthrough.request({ origin: 'http://meta.lk.test', path: '/latest/meta-data/', method: 'GET' }).then(
       () => assert.fail('must be refused'),
@@ -137,7 +137,7 @@ describe('DNS lookups for upstream connections', () => {
   })
 
   test('IP literals, localhost and hosts-file names never reach DNS', async () => {
-    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile })
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile, resolvConf: false })
     const before = dns.asked.size
     assert.deepEqual(await lookup.resolve('127.0.0.7'), [{ address: '127.0.0.7', family: 4 }])
     assert.deepEqual(await lookup.resolve('::1'), [{ address: '::1', family: 6 }])
@@ -146,6 +146,23 @@ describe('DNS lookups for upstream connections', () => {
     const v4only = await new Promise<unknown>((resolve) => lookup.lookup('v6only.lk.test', { family: 4 }, (err) => resolve(err)))
     assert.equal((v4only as DnsLookupError).code, 'ENOTFOUND')
     assert.equal(dns.asked.size, before)
+  })
+
+  test('short names try the search domains first, as getaddrinfo does; names with enough dots are asked as they are first', async () => {
+    const resolvConf = path.join(dir, 'resolv.conf')
+    writeFileSync(resolvConf, 'nameserver 127.0.0.1\nsearch ns.lk.test corp.lk.test\noptions ndots:2 timeout:1\n')
+    const lookup = new DnsLookup({ resolver: resolverFor(), hostsFile: false, resolvConf })
+    assert.deepEqual(await lookup.resolve('svc'), [{ address: '127.0.0.1', family: 4 }])
+    assert.equal(dns.asked.get('svc.ns.lk.test/A'), 1)
+    assert.equal(dns.asked.get('svc/A'), undefined, 'the first search domain answered')
+    await lookup.resolve('wide.lk.test')
+    assert.equal(dns.asked.get('wide.lk.test/A'), 1)
+    assert.equal(dns.asked.get('wide.lk.test.ns.lk.test/A'), undefined, 'a name with ndots dots is asked as it is first')
+    const gone = await lookup.resolve('gone')
+    assert.ok(gone instanceof DnsLookupError)
+    assert.equal(gone.code, 'ENOTFOUND')
+    for (const q of ['gone.ns.lk.test', 'gone.corp.lk.test', 'gone']) assert.equal(dns.asked.get(`${q}/A`), 1, q)
+    assert.deepEqual(parseResolvConf('domain a.test\nsearch b.test c.test # k8s\noptions ndots:5 attempts:2'), { search: ['b.test', 'c.test'], ndots: 5 })
   })
 
   test('the hosts file parser keeps every name of a line and skips comments and junk', () => {
