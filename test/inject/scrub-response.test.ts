@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { BodyScrubber, ScrubForms } from '../../src/inject/scrub-response.ts'
+import { compileConfig } from '../../src/config/load.ts'
+import { BodyScrubber, responseScrubForms, ScrubForms } from '../../src/inject/scrub-response.ts'
+import { SecretValue } from '../../src/providers/secret-value.ts'
 import { assertNoCanary } from '../helpers/log-capture.ts'
 
 const CANARY = 'canary-scrub+9f3b/2c1d=x y'
@@ -89,4 +91,21 @@ test('a UTF-8 value is matched by its bytes, and values shorter than 4 character
   assert.equal(out.length, body.length)
   assert.ok(!out.includes(Buffer.from(value)))
   assert.match(out.toString(), /"w":"abc"/)
+})
+
+test('for basic, the password and the pair are scrubbed, the username alone is not', () => {
+  const config = compileConfig(
+    { providers: { dev: { type: 'env' } }, credentials: { b: { provider: 'dev', ref: 'B', hosts: ['basic.lk.test'], inject: { type: 'basic' } } } },
+    { env: {}, baseDir: '.' },
+  )
+  const credential = config.credentials.b
+  assert.ok(credential)
+  const secret = new SecretValue('alice:pw-canary-7c1e9a')
+  const forms = responseScrubForms(credential, { secret, headerValue: credential.injector.render(secret.reveal()), stale: false })
+  const echoed = `user alice, password pw-canary-7c1e9a, pair alice:pw-canary-7c1e9a, header Basic ${Buffer.from('alice:pw-canary-7c1e9a').toString('base64')}`
+  const out = forms.scrubText(echoed)
+  assert.equal(out.length, echoed.length)
+  assert.match(out, /^user alice, /)
+  assertNoCanary(out, [{ username: 'alice', password: 'pw-canary-7c1e9a' }])
+  assert.equal(responseScrubForms(credential, { secret, headerValue: credential.injector.render(secret.reveal()), stale: false }), forms, 'compiled once per value')
 })
