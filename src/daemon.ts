@@ -66,6 +66,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     connectTimeoutMs: config.upstream.connectTimeout,
     allowLinkLocal: config.upstream.allowLinkLocal,
     interceptor,
+    limits: config.limits,
   })
   const admin = createAdminServer({
     metrics,

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   userinfo_not_allowed: { status: 400, description: 'The request URI carries userinfo (`user:pass@host`).' },
   invalid_host: { status: 400, description: 'The destination host is missing or not a valid host name / IP literal.' },
   unsupported_scheme: { status: 400, description: 'The absolute request URI is not `http:`; use CONNECT (HTTPS_PROXY) for `https:` URLs.' },
+  too_many_connections: { status: 503, description: 'The proxy listener holds `limits.maxConnections` connections; this one is answered and closed at once. Retry later.' },
+  request_timeout: { status: 408, description: 'The client did not send its request headers within `limits.headersTimeout` (or the whole request within `limits.requestTimeout`).' },
   headers_too_large: { status: 431, description: 'The request headers exceed the size limit.' },
   route_not_found: { status: 404, description: 'An origin-form request whose first path segment names no route.' },
   secret_unavailable: { status: 503, description: 'The credential for this host could not be fetched and no usable (stale) value is held.' },

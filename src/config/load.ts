@@ -7,6 +7,7 @@ import { compileInjector, type CompiledInjector } from '../inject/render.ts'
 import { findOverlaps } from '../binding/credential-matcher.ts'
 import { normalizeHost, parseHostPattern, patternMatches, type HostPattern } from '../binding/host-pattern.ts'
 import { PROVIDERS } from '../providers/registry.ts'
+import { resolveServerLimits, type ServerLimits } from '../proxy/server-limits.ts'
 import type { LogLevel, RawConfig } from './schema.ts'
 import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
@@ -31,6 +32,8 @@ export interface CompiledCredential {
   readonly ttlMs: number
   readonly insecure: boolean
   readonly prefetch: boolean
+  /** Scrub the injected value from response bodies too (headers always). */
+  readonly scrubResponses: boolean
   /** provider + ref + field + version (T7): two credentials reading the same secret share one cache entry. */
   readonly cacheKey: string
 }
@@ -56,6 +59,7 @@ export interface Config {
   readonly cache: RawConfig['cache']
   readonly upstream: RawConfig['upstream'] & { readonly ca: string | undefined }
   readonly egress: 'deny' | 'passthrough'
+  readonly limits: ServerLimits
   readonly intercept: RawConfig['intercept']
   readonly providers: Readonly<Record<string, ProviderConfig>>
   readonly credentials: Readonly<Record<string, CompiledCredential>>
@@ -210,6 +214,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       ttlMs: c.ttl ?? raw.cache.ttl,
       insecure: c.insecure,
       prefetch: c.prefetch ?? raw.cache.prefetch,
+      scrubResponses: c.scrubResponses,
       cacheKey: [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
     })
   }
@@ -293,6 +298,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     cache: Object.freeze(raw.cache),
     upstream: Object.freeze({ ...raw.upstream, caFile: raw.upstream.caFile === undefined ? undefined : resolvePath(raw.upstream.caFile), ca }),
     egress: raw.egress,
+    limits: resolveServerLimits(raw.limits, raw.upstream),
     intercept: Object.freeze({ ...raw.intercept, caDir: resolvePath(raw.intercept.caDir), publicCaFile: raw.intercept.publicCaFile === undefined ? undefined : resolvePath(raw.intercept.publicCaFile) }),
     providers: Object.freeze(providers),
     credentials: Object.freeze(credentials),

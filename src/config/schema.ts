@@ -47,6 +47,8 @@ export const credentialSchema = z
     insecure: z.boolean().default(false),
     /** Fetch at start so readiness means "can inject"; overrides `cache.prefetch`. */
     prefetch: z.boolean().optional(),
+    /** Also scrub the injected value from response bodies (headers are always scrubbed). */
+    scrubResponses: z.boolean().default(false),
   })
   .strict()
 
@@ -155,6 +157,18 @@ export const configShape = {
     })
     .strict()
     .default({ connectTimeout: 10_000, requestTimeout: 60_000, retryBodyLimit: 65_536, allowLinkLocal: false }),
+  /** Limits of the proxy listener; unset keys take the defaults of `src/proxy/server-limits.ts`. */
+  limits: z
+    .object({
+      maxConnections: z.number().int().positive().optional(),
+      headersTimeout: duration.pipe(z.number().positive('headersTimeout must be above 0')).optional(),
+      /** 0 for none. */
+      requestTimeout: duration.optional(),
+      keepAliveTimeout: duration.optional(),
+      idleTimeout: duration.pipe(z.number().positive('idleTimeout must be above 0')).optional(),
+    })
+    .strict()
+    .default({}),
   /** Hosts that no credential is bound to: deny (403) or passthrough. */
   egress: z.enum(['deny', 'passthrough']).default('deny'),
   intercept: interceptSchema.default({ enabled: false, caDir: './.latchkey/ca', leafTtl: 86_400_000 }),

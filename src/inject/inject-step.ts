@@ -9,6 +9,7 @@ import type { CompiledCredential } from '../config/load.ts'
 import { errors } from '../errors.ts'
 import type { Exchange, ExchangeOptions } from '../observe/request-record.ts'
 import { hasHeader, withHeader } from './header-list.ts'
+import { responseScrubForms, scrubbingHandler } from './scrub-response.ts'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
@@ -168,7 +169,9 @@ class InjectedRequest {
   #send(attempt: Attempt, headerValue: string): void {
     const opts = { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
     try {
-      this.#dispatch(opts, attempt)
+      const used = this.#used as Resolved
+      // The injected value never comes back to the client: headers always, bodies when the credential opts in.
+      this.#dispatch(opts, scrubbingHandler(attempt, responseScrubForms(this.#credential, used), { bodies: this.#credential.scrubResponses, method: opts.method }))
     } catch (err) {
       this.#fail(err as Error)
     }

@@ -12,6 +12,7 @@ import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget } from '../proxy/re
 import { createEdgeServer, refuse, type Edge } from '../proxy/edge.ts'
 import { sendSocketError } from '../proxy/respond.ts'
 import { caScopeFor, loadOrCreateCa, type LoadedCa } from './ca-store.ts'
+import { serverTimeoutOptions, startTimeoutSweep } from '../proxy/server-limits.ts'
 import { LeafCache } from './leaf-cache.ts'
 
 /** What `createInterceptor` returns: the proxy's CONNECT hook plus its lifecycle and CA. */
@@ -67,7 +68,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
 
   const edge: Edge = { logger, metrics, mode: 'intercept' }
 
-  const inner = createEdgeServer(edge, (req: IncomingMessage, res: ServerResponse) => {
+  const inner = createEdgeServer(edge, serverTimeoutOptions(config.limits), (req: IncomingMessage, res: ServerResponse) => {
     const t = tunnels.get(req.socket as TLSSocket)
     if (!t) {
       res.destroy()
@@ -86,6 +87,7 @@ export async function createInterceptor(broker: Broker, forwarder: Forwarder): P
     }
     forwarder.handle(req, res, interceptedTarget(t.host, t.port, t.credential, path))
   })
+  startTimeoutSweep(inner)
   inner.keepAliveTimeout = TUNNEL_KEEP_ALIVE_MS
   // Inactivity bound on a tunnel socket; longer than the upstream timeouts so the Forwarder answers first.
   inner.timeout = config.upstream.requestTimeout + config.upstream.connectTimeout + 5_000

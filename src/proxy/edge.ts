@@ -21,8 +21,9 @@ export interface Edge {
 /** The parser options of every edge: strict parsing, no Host required (HTTP/1.0 clients), 16 KiB of headers. */
 const PARSER_OPTIONS: http.ServerOptions = Object.freeze({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 16 * 1024 })
 
-export function createEdgeServer(edge: Edge, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
-  const server = http.createServer(PARSER_OPTIONS, onRequest)
+/** `timeouts`: the listener's limits (server-limits.ts), on top of the shared parser options. */
+export function createEdgeServer(edge: Edge, timeouts: http.ServerOptions, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
+  const server = http.createServer({ ...timeouts, ...PARSER_OPTIONS }, onRequest)
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientError(edge, err, socket))
   return server
 }
@@ -37,6 +38,14 @@ export function refuse(edge: Edge, res: ServerResponse, req: IncomingMessage, mo
 }
 
 function clientError(edge: Edge, err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    // headersTimeout / requestTimeout (a slowloris client): a 408 it may read, then the socket is cut.
+    edge.metrics.countDenial('request_timeout')
+    edge.logger.info({ event: 'client_error', mode: edge.mode, code: 'request_timeout' }, 'request not received in time')
+    if (!socket.writable) socket.destroy()
+    else sendSocketError(socket, 'request_timeout', 'the request was not received in time (limits.headersTimeout)')
+    return
+  }
   if (!err.code?.startsWith('HPE_')) {
     // A reset, a timeout or a TLS alert, not a malformed request: there is no HTTP answer to give.
     socket.destroy()

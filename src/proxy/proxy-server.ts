@@ -8,6 +8,7 @@ import type { Forwarder } from './forward.ts'
 import { DUPLICATE_HOST, hasDuplicateHost, isRefusal, type TargetResolver } from './resolve-target.ts'
 import { createEdgeServer, refuse, type Edge } from './edge.ts'
 import { sendSocketError } from './respond.ts'
+import { applyServerLimits, DEFAULT_SERVER_LIMITS, serverTimeoutOptions, type ServerLimits } from './server-limits.ts'
 import { openTunnel } from './tunnel.ts'
 
 /** TLS interception (issue 4) plugs in here: it owns the socket after a CONNECT to a credentialed host. */
@@ -23,6 +24,8 @@ export interface ProxyServerOptions {
   connectTimeoutMs: number
   allowLinkLocal: boolean
   interceptor?: ConnectInterceptor | undefined
+  /** Connection cap and timeouts (`limits` in the config). */
+  limits?: ServerLimits
 }
 
 /** Blind CONNECT tunnels leave the HTTP server's connection tracking; they are ended on shutdown. */
@@ -38,8 +41,9 @@ export function destroyTunnels(server: http.Server): void {
  * forward proxy (absolute-form), and CONNECT.
  */
 export function createProxyServer(o: ProxyServerOptions): http.Server {
+  const limits = o.limits ?? DEFAULT_SERVER_LIMITS
   const edge: Edge = { logger: o.logger, metrics: o.metrics, mode: undefined }
-  const server = createEdgeServer(edge, (req: IncomingMessage, res: ServerResponse) => {
+  const server = createEdgeServer(edge, serverTimeoutOptions(limits), (req: IncomingMessage, res: ServerResponse) => {
     const target = o.resolver.resolve(req)
     if (isRefusal(target)) {
       refuse(edge, res, req, req.url?.startsWith('/') ? 'route' : 'forward', target.code, target.message, describeTarget(req.url))
@@ -47,6 +51,8 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     }
     o.forwarder.handle(req, res, target)
   })
+
+  applyServerLimits(server, limits, () => o.metrics.denials.inc({ code: 'too_many_connections' }))
 
   const open = new Set<Duplex>()
   tunnels.set(server, open)

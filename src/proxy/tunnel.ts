@@ -1,6 +1,7 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
+import { systemLookup } from './dns-lookup.ts'
 import { guardedLookup, isLinkLocal } from './upstream.ts'
 import { sendSocketError } from './respond.ts'
 
@@ -26,7 +27,7 @@ export function openTunnel(client: Duplex, head: Buffer, host: string, port: num
       host: bare,
       port,
       timeout: o.connectTimeoutMs,
-      lookup: o.allowLinkLocal ? undefined : guardedLookup,
+      lookup: o.allowLinkLocal ? systemLookup : guardedLookup,
     })
     let connected = false
     upstream.once('timeout', () => {

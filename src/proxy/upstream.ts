@@ -1,8 +1,10 @@
-import dns, { type LookupAddress } from 'node:dns'
+import type dns from 'node:dns'
+import type { LookupAddress } from 'node:dns'
 import { isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { Agent } from 'undici'
 import { LatchkeyError, type ErrorCode } from '../errors.ts'
+import { systemLookup, type LookupFunction } from './dns-lookup.ts'
 
 export interface UpstreamOptions {
   /** Extra CA PEM on top of the default store. */
@@ -10,6 +12,8 @@ export interface UpstreamOptions {
   connectTimeoutMs: number
   requestTimeoutMs: number
   allowLinkLocal: boolean
+  /** Name resolution (default: the shared c-ares resolver, which never blocks the thread pool). */
+  lookup?: LookupFunction
 }
 
 /** Link-local ranges and well-known metadata addresses (T10). */
@@ -33,13 +37,12 @@ class LinkLocalError extends LatchkeyError {
   }
 }
 
-/** dns.lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
-export function guardedLookup(
-  hostname: string,
-  options: dns.LookupOptions,
-  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
-): void {
-  dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
+/** A lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
+export const guardedLookup: LookupFunction = refuseLinkLocal(systemLookup)
+
+export function refuseLinkLocal(lookup: LookupFunction): LookupFunction {
+  return (hostname: string, options: dns.LookupOptions, callback) => lookup(hostname, { ...options, all: true }, (err, found) => {
+    const addresses = found as LookupAddress[]
     if (err) return callback(err, [])
     const ok = addresses.filter((a) => !isLinkLocal(a.address))
     if (ok.length === 0) return callback(new LinkLocalError(hostname), [])
@@ -57,10 +60,11 @@ export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent;
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined
   const common = { headersTimeout: o.requestTimeoutMs, bodyTimeout: o.requestTimeoutMs, keepAliveTimeout: 30_000, connections: 256 }
   // Explicit: an embedding process (exec, the shim) that switches verification off through its environment must not affect us (T4).
-  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
+  const lookup = o.lookup ?? systemLookup
+  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), lookup } })
   const passthrough = new Agent({
     ...common,
-    connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), ...(o.allowLinkLocal ? {} : { lookup: guardedLookup }) },
+    connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), lookup: o.allowLinkLocal ? lookup : refuseLinkLocal(lookup) },
   })
   return { credentialed, passthrough }
 }
