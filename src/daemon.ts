@@ -12,6 +12,7 @@ import { createProxyServer, destroyTunnels, type ConnectInterceptor } from './pr
 import { TargetResolver } from './proxy/resolve-target.ts'
 import { createUpstreamAgents } from './proxy/upstream.ts'
 import { ProviderPool } from './providers/provider-pool.ts'
+import { Minters } from './mint/minters.ts'
 import { createLogger } from './redact/logger.ts'
 import { Scrubber } from './redact/scrubber.ts'
 
@@ -54,6 +55,8 @@ export interface Broker {
   readonly scrubber: Scrubber
   readonly resolver: TargetResolver
   readonly providers: ProviderPool
+  /** Token minters of minted credentials (oauth2, cloud access tokens): closed with the providers. */
+  readonly minters: Minters
   notReady(): string[]
   prefetch(): Promise<void>
 }
@@ -104,9 +107,13 @@ export function createBroker(opts: DaemonOptions): Broker {
   // A dropped value stays scrubbed while requests that may have used it can still log.
   const retireMs = Math.max(RETIRED_SCRUB_MIN_MS, config.upstream.requestTimeout)
 
+  // Minted credentials: a minter stands in for the provider; it reads the stored secret through
+  // the cache and registers what the exchange sends (an assertion) with the scrubber.
+  const minters = new Minters({ cache: (): SecretCache => cache, hold: (key, values) => void scrubber.set(key, values), logger, env, ca: config.upstream.ca, holdDownMs: config.cache.bustCooldown })
+
   // Label children bound once: a cache hit does no label hashing.
   const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
-  const cache = new SecretCache({
+  const cache: SecretCache = new SecretCache({
     maxEntries: config.cache.maxEntries,
     maxStaleMs: config.cache.maxStale,
     bustCooldownMs: config.cache.bustCooldown,
@@ -114,7 +121,7 @@ export function createBroker(opts: DaemonOptions): Broker {
     refreshAhead: config.cache.refreshAhead,
     logger,
     async fetch(credential) {
-      const provider = await providers.get(credential.provider)
+      const provider = credential.mint ? minters.for({ ...credential, mint: credential.mint }) : await providers.get(credential.provider)
       const end = metrics.providerLatency.startTimer({ provider: credential.provider })
       try {
         return await fetchWithRetry(provider, credential.ref, credential.version, policy, undefined, {
@@ -163,6 +170,7 @@ export function createBroker(opts: DaemonOptions): Broker {
     cache,
     scrubber,
     providers,
+    minters,
     resolver: new TargetResolver(config),
     notReady: () => prefetched.filter((c) => !cache.holds(c)).map((c) => c.name),
     async prefetch() {
@@ -257,7 +265,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)
-        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll()])
+        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
         cache.clear()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')
