@@ -19,7 +19,8 @@ export async function createAzureMinter(spec: MintSpec, ctx: MinterContext): Pro
   const common = {
     // latchkey's own loop retries; SDK retries would multiply its attempts.
     retryOptions: { maxRetries: 0 },
-    ...(o.authorityHost ? { authorityHost: o.authorityHost } : {}),
+    // A named authority (sovereign or private cloud) is used as given, without asking the public cloud about it.
+    ...(o.authorityHost ? { authorityHost: o.authorityHost, disableInstanceDiscovery: true } : {}),
     // Node's `ca` replaces the system store, so the extra CA is added to it.
     ...(ctx.ca ? { tlsOptions: { ca: [...rootCertificates, ctx.ca] } } : {}),
   }

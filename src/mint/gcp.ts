@@ -1,3 +1,4 @@
+import type { AuthClient } from 'google-auth-library'
 import { ProviderError } from '../errors.ts'
 import { mapGcpError } from '../providers/gcp-errors.ts'
 import { parseJsonObject } from '../proxy/secret-fields.ts'
@@ -8,28 +9,43 @@ import type { MintCall, Minted, MinterContext, TokenMinter } from './minters.ts'
  * A Google access token via google-auth-library: from a credentials JSON held in a provider
  * (service-account key, `external_account` for Workload Identity Federation), else from
  * Application Default Credentials (GKE Workload Identity, the metadata server, gcloud login).
- * A new client per exchange: the library's own token cache would hand back the token that
- * the upstream just refused.
  */
 export async function createGcpMinter(spec: MintSpec, _ctx: MinterContext): Promise<TokenMinter> {
   const o = spec.options
   if (o.type !== 'gcp-access-token') throw new Error('not a gcp-access-token credential')
-  const { GoogleAuth } = await import('google-auth-library')
+  const lib = await import('google-auth-library')
   const where = 'gcp access token'
+  const scopes = [...o.scopes]
+  /** A client for one credentials JSON, by its type, with the library's own constructors (its JSON helpers are deprecated). */
+  const clientFor = (json: Record<string, unknown>): AuthClient => {
+    const type = json.type
+    if (type === 'service_account') {
+      return new lib.JWT({ email: str(json.client_email), key: str(json.private_key), keyId: str(json.private_key_id), scopes })
+    }
+    if (type === 'external_account') {
+      const source = json.credential_source as { environment_id?: unknown; executable?: unknown } | undefined
+      if (source?.executable !== undefined) throw new ProviderError('invalid_secret', `${where}: external_account credentials with an executable source are not supported`, { retryable: false })
+      const opts = { ...json, scopes } as unknown as ConstructorParameters<typeof lib.IdentityPoolClient>[0]
+      return source?.environment_id !== undefined ? new lib.AwsClient(opts as unknown as ConstructorParameters<typeof lib.AwsClient>[0]) : new lib.IdentityPoolClient(opts)
+    }
+    if (type === 'authorized_user') return new lib.UserRefreshClient({ clientId: str(json.client_id), clientSecret: str(json.client_secret), refreshToken: str(json.refresh_token) })
+    throw new ProviderError('invalid_secret', `${where}: the secret is not a Google credentials JSON of type service_account, external_account or authorized_user`, { retryable: false })
+  }
   return {
     async mint(secret: string | undefined, call: MintCall): Promise<Minted> {
       let json: Record<string, unknown> | undefined
       if (secret !== undefined) {
         json = parseJsonObject(secret)
-        if (json === undefined) throw new ProviderError('invalid_secret', `${where}: the secret is not a Google credentials JSON (service-account key or external_account)`)
+        if (json === undefined) throw new ProviderError('invalid_secret', `${where}: the secret is not a Google credentials JSON (service-account key or external_account)`, { retryable: false })
+        // The refresh token of an authorized_user JSON is secret like the key.
+        if (typeof json.refresh_token === 'string') call.hold([json.refresh_token])
       }
       try {
-        const auth = new GoogleAuth({ scopes: [...o.scopes], ...(json ? { credentials: json } : {}) })
-        const client = await auth.getClient()
+        // A new client per exchange: the library's own token cache would hand back the token the upstream just refused.
+        const client = json ? clientFor(json) : await new lib.GoogleAuth({ scopes }).getClient()
         const { token } = await client.getAccessToken()
         if (!token) throw new ProviderError('provider_auth_failed', `${where}: the Google credentials returned no token`)
         const expiry = client.credentials.expiry_date
-        // A self-signed JWT or a refresh token the library may also hold is scrubbed like the token.
         const more = [client.credentials.id_token, client.credentials.refresh_token].filter((v): v is string => typeof v === 'string' && v.length > 0)
         if (more.length > 0) call.hold(more)
         return { token, lifetimeMs: typeof expiry === 'number' ? expiry - Date.now() : undefined }
@@ -38,6 +54,10 @@ export async function createGcpMinter(spec: MintSpec, _ctx: MinterContext): Prom
       }
     },
   }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined
 }
 
 /** A token endpoint's HTTP answer by status; anything else as the Secret Manager mapping does. */
