@@ -6,6 +6,9 @@ import type { FetchOptions, SecretProvider } from '../providers/provider.ts'
 import { SecretValue } from '../providers/secret-value.ts'
 import type { MintSpec } from './compile.ts'
 
+/** Shortest hold-down after a refusal: a short bustCooldown must not turn every request into a token request. */
+export const MIN_HOLD_DOWN_MS = 10_000
+
 /** What one token exchange produced. */
 export interface Minted {
   readonly token: string
@@ -35,7 +38,7 @@ export interface MintersOptions {
   env: Readonly<Record<string, string | undefined>>
   /** Extra CAs (PEM) for token endpoints, from `upstream.caFile`. */
   ca: string | undefined
-  /** After a refusal that a retry cannot fix, no new exchange with the same secret for this long. */
+  /** After a refusal that a retry cannot fix, no new exchange with the same secret for this long (at least `MIN_HOLD_DOWN_MS`). */
   holdDownMs: number
   now?: () => number
 }
@@ -72,6 +75,7 @@ export class Minters {
   #create(credential: CompiledCredential, spec: MintSpec): SecretProvider {
     const opts = this.#opts
     const now = opts.now ?? Date.now
+    const holdDownMs = Math.max(opts.holdDownMs, MIN_HOLD_DOWN_MS)
     let minter: Promise<TokenMinter> | undefined
     const load = (): Promise<TokenMinter> => {
       if (!minter) {
@@ -86,7 +90,7 @@ export class Minters {
     let refused: { err: ProviderError; secret: SecretValue | undefined; at: number } | undefined
     const holdKey = `${credential.cacheKey}\u0000exchange`
     const exchange = async (secret: SecretValue | undefined, text: string | undefined, signal: AbortSignal): Promise<Minted> => {
-      if (refused && now() - refused.at < opts.holdDownMs && (secret === undefined ? refused.secret === undefined : secret.equals(refused.secret))) throw refused.err
+      if (refused && now() - refused.at < holdDownMs && (secret === undefined ? refused.secret === undefined : secret.equals(refused.secret))) throw refused.err
       try {
         return await (await load()).mint(text, { signal, hold: (values) => opts.hold(holdKey, values) })
       } catch (err) {

@@ -4,7 +4,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
-import { Agent, request } from 'undici'
+import { Agent, ProxyAgent, request } from 'undici'
+import { createLatchkeyInterceptor } from '../../src/shim/interceptor.ts'
 import type { Daemon } from '../../src/daemon.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
@@ -229,4 +230,41 @@ test('an https token endpoint is verified against upstream.caFile', async () => 
     await tlsOAuth.close()
   }
   assertNoCanary(tlsLogs.lines(), [SECRET_BASIC, ...tlsOAuth.issued])
+})
+
+test('the forward proxy (HTTP_PROXY) injects the minted token too', async () => {
+  const proxy = new ProxyAgent(daemon.proxyUrl)
+  try {
+    const r = await request(`${api.url}/via-proxy`, { dispatcher: proxy })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200)
+    assert.equal(api.received.at(-1)?.url, '/via-proxy')
+  } finally {
+    await proxy.close()
+  }
+})
+
+test('the in-process shim mints and injects the same way', async () => {
+  const shimLogs = captureLogs()
+  const shim = createLatchkeyInterceptor(
+    {
+      log: { level: 'trace' },
+      providers: { dev: { type: 'env' } },
+      credentials: { api: { provider: 'dev', ref: 'S', hosts: [`127.0.0.1:${api.port}`], insecure: true, inject: { type: 'oauth2', tokenUrl: oauth.tokenUrl, insecure: true, clientId: 'post-client', auth: 'client_secret_post' } } },
+    },
+    { env: { S: SECRET_ROTATED }, logStream: shimLogs.stream },
+  )
+  const base = new Agent()
+  try {
+    await shim.ready
+    const r = await request(`${api.url}/shim`, { dispatcher: base.compose(shim) })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200)
+    assert.ok(oauth.isValid(api.received.at(-1)?.headers.authorization?.replace(/^Bearer /, '') ?? ''))
+  } finally {
+    await shim.close()
+    await shim.broker.minters.closeAll()
+    await base.close()
+  }
+  assertNoCanary(shimLogs.lines(), [SECRET_ROTATED, ...oauth.issued])
 })
