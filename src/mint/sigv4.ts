@@ -127,6 +127,15 @@ export function awsKeyForms(keys: AwsKeys): string[] {
   return [keys.secretAccessKey, ...(keys.sessionToken ? [keys.sessionToken] : [])]
 }
 
+/** Scrub forms of a JSON key secret, for the credential's injector (`secretForms`): best effort, never throws. */
+export function sigv4SecretForms(text: string): string[] {
+  try {
+    return awsKeyForms(parseAwsKeys(text))
+  } catch {
+    return []
+  }
+}
+
 /** The sidecar's own AWS identity (IRSA, EKS Pod Identity, env, profile), refreshed by the SDK before it expires. */
 export async function defaultAwsKeys(): Promise<() => Promise<AwsKeys>> {
   const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers')

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { validateConfig } from '../../src/config/load.ts'
 import { expiryOf } from '../../src/mint/minters.ts'
-import { awsKeyForms, SigV4Signer } from '../../src/mint/sigv4.ts'
+import { awsKeyForms, sigv4SecretForms, SigV4Signer } from '../../src/mint/sigv4.ts'
 import { createLogger } from '../../src/redact/logger.ts'
 import { Scrubber } from '../../src/redact/scrubber.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
@@ -57,7 +57,9 @@ test('a minted token is cached for expires_in minus the skew, at most half its l
 test('AWS keys fed to the scrubber never reach a trace-level log line in any encoding, whatever the signer logs about a request', async () => {
   const keys = { accessKeyId: 'AKIAMINTCANARY000001', secretAccessKey: 'canary-aws-secret-access-key-2b8e91', sessionToken: 'canary-aws-session-token-c04f77aa' }
   const scrubber = new Scrubber()
-  scrubber.set('aws', awsKeyForms(keys))
+  scrubber.set('aws', sigv4SecretForms(JSON.stringify(keys)))
+  assert.deepEqual(sigv4SecretForms(JSON.stringify(keys)), awsKeyForms(keys))
+  assert.deepEqual(sigv4SecretForms('not json'), [])
   const logs = captureLogs()
   const logger = createLogger({ level: 'trace', scrubber, destination: logs.stream })
   const signer = new SigV4Signer({ region: 'eu-west-1', service: 's3' })
