@@ -20,7 +20,15 @@ export async function createGcpMinter(spec: MintSpec, _ctx: MinterContext): Prom
   const clientFor = (json: Record<string, unknown>): AuthClient => {
     const type = json.type
     if (type === 'service_account') {
-      return new lib.JWT({ email: str(json.client_email), key: str(json.private_key), keyId: str(json.private_key_id), scopes })
+      const jwt = new lib.JWT({ email: str(json.client_email), key: str(json.private_key), keyId: str(json.private_key_id), scopes })
+      const tokenUri = str(json.token_uri)
+      // google-auth-library posts the key's assertion to Google's fixed endpoint; a key naming
+      // another token_uri (a private or sovereign deployment) is honoured, as Python's google-auth does.
+      if (tokenUri !== undefined && tokenUri !== GOOGLE_TOKEN_URL) {
+        const target = tokenEndpoint(tokenUri)
+        jwt.transporter.interceptors.request.add({ resolved: async (c) => (String(c.url) === GOOGLE_TOKEN_URL ? Object.assign(c, { url: target }) : c) })
+      }
+      return jwt
     }
     if (type === 'external_account') {
       const source = json.credential_source as { environment_id?: unknown; executable?: unknown } | undefined
@@ -54,6 +62,23 @@ export async function createGcpMinter(spec: MintSpec, _ctx: MinterContext): Prom
       }
     },
   }
+}
+
+const GOOGLE_TOKEN_URL = 'https://oauth2.googleapis.com/token'
+
+/** A key's token_uri: https, or http on a loopback address (local emulators and tests). */
+function tokenEndpoint(raw: string): URL {
+  let u: URL | undefined
+  try {
+    u = new URL(raw)
+  } catch {
+    u = undefined
+  }
+  const loopback = u !== undefined && (u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\./.test(u.hostname))
+  if (u === undefined || !(u.protocol === 'https:' || (u.protocol === 'http:' && loopback)) || u.username || u.password) {
+    throw new ProviderError('invalid_secret', 'gcp access token: the key\'s token_uri must be an https:// URL (http:// only on loopback)', { retryable: false })
+  }
+  return u
 }
 
 function str(v: unknown): string | undefined {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -12,6 +13,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { startAzureServer, type AzureServer } from '../servers/azure-server.ts'
 import { startEntraServer, type EntraServer } from '../servers/entra-server.ts'
 import { startGcpServer, type GcpServer } from '../servers/gcp-server.ts'
+import { startGoogleTokenServer, type GoogleTokenServer } from '../servers/google-token-server.ts'
 
 // The Google and Azure SDKs read their identity settings from the process environment (as they
 // do in the sidecar); nothing from the machine running the tests may leak in.
@@ -20,6 +22,10 @@ process.env.NO_PROXY = '127.0.0.1,localhost'
 
 const CLIENT_SECRET = 'canary-entra-client-secret-31f7a0'
 const CLIENT_SECRET_2 = 'canary-entra-client-secret-two-6cd2'
+const SA = generateKeyPairSync('rsa', { modulusLength: 2048 })
+const SA_KEY_PEM = SA.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+const SA_EMAIL = 'reader@latchkey-test.iam.gserviceaccount.com'
+let saTokens: GoogleTokenServer
 
 let dir: string
 let gcp: GcpServer
@@ -37,6 +43,8 @@ before(async () => {
   const ca = await createTestCa()
   await writeFile(path.join(dir, 'ca.pem'), ca.caPem)
   gcp = await startGcpServer({ tokenTtl: 3600 })
+  saTokens = await startGoogleTokenServer({ email: SA_EMAIL, publicKey: SA.publicKey })
+  await writeFile(path.join(dir, 'sa-key.json'), JSON.stringify({ type: 'service_account', project_id: 'latchkey-test', private_key_id: 'k1', private_key: SA_KEY_PEM, client_email: SA_EMAIL, token_uri: saTokens.tokenUri }))
   await writeFile(path.join(dir, 'subject-token'), gcp.subjectToken)
   await writeFile(path.join(dir, 'gcp-credentials.json'), gcp.externalAccountJson(path.join(dir, 'subject-token')))
   entra = await startEntraServer({ tls: await ca.issue(['127.0.0.1']), clientId: 'app-1', secret: CLIENT_SECRET })
@@ -76,7 +84,7 @@ before(async () => {
 after(async () => {
   await daemon?.close(100)
   await client.close()
-  await Promise.all([api?.close(), gcp?.close(), entra?.close(), kv?.close()])
+  await Promise.all([api?.close(), gcp?.close(), entra?.close(), kv?.close(), saTokens?.close()])
   await rm(dir, { recursive: true, force: true })
 })
 
@@ -100,6 +108,26 @@ test('gcp-access-token: a token the API refuses is replaced by a new exchange an
   const [first, second] = seen.get('refused') ?? []
   assert.ok(first && second && first !== second, 'replayed with a new token')
   assert.equal(gcp.requestCount('token'), before + 1)
+})
+
+test('gcp-access-token from a service-account key: the JWT signed with the key is exchanged at the key\'s token_uri', async () => {
+  const d = await startTestDaemon({
+    baseDir: dir,
+    logStream: logs.stream,
+    config: {
+      providers: { files: { type: 'file', dir: '.' } },
+      credentials: { sa: { provider: 'files', ref: 'sa-key.json', hosts: [`127.0.0.1:${api.port}`], insecure: true, inject: { type: 'gcp-access-token', scopes: ['https://www.googleapis.com/auth/devstorage.read_only'] } } },
+      routes: { sa: { upstream: `${api.url}/sa` } },
+    },
+  })
+  try {
+    assert.deepEqual(d.notReady(), [])
+    assert.equal(await get(d, 'sa'), 200)
+    assert.equal(seen.get('sa')?.at(-1), `Bearer ${saTokens.issued.at(-1)}`)
+    assert.equal(saTokens.issued.length, 1)
+  } finally {
+    await d.close(100)
+  }
 })
 
 test('gcp-access-token without provider and ref uses Application Default Credentials', async () => {
@@ -168,5 +196,6 @@ test('no token, client secret or credentials file appears in any log line, at tr
   const tokens = [...seen.values()].flat().map((h) => h.replace(/^Bearer /, ''))
   assert.ok(tokens.length >= 5)
   const subject = await readFile(path.join(dir, 'subject-token'), 'utf8').catch(() => gcp.subjectToken)
-  assertNoCanary(logs.lines(), [CLIENT_SECRET, CLIENT_SECRET_2, ...new Set(tokens), ...entra.issued, subject])
+  const keyLines = SA_KEY_PEM.split('\n').filter((l) => l.length > 20 && !l.startsWith('-----'))
+  assertNoCanary(logs.lines(), [CLIENT_SECRET, CLIENT_SECRET_2, ...new Set(tokens), ...entra.issued, subject, SA_KEY_PEM, ...keyLines, ...saTokens.assertions, ...saTokens.issued])
 })
