@@ -5,6 +5,7 @@ import { CredentialBinding } from './binding/credential-binding.ts'
 import { fetchWithRetry } from './cache/fetch-with-retry.ts'
 import { SecretCache } from './cache/secret-cache.ts'
 import { compileConfig, type CompiledCredential, type Config } from './config/load.ts'
+import { Minters } from './mint/minters.ts'
 import { ProviderPool } from './providers/provider-pool.ts'
 import { createLogger } from './redact/logger.ts'
 import { Scrubber } from './redact/scrubber.ts'
@@ -33,6 +34,8 @@ export interface Broker {
   /** @deprecated the same object as `binding` (older callers). */
   readonly resolver: CredentialBinding
   readonly providers: ProviderPool
+  /** Token minters of minted credentials (oauth2, cloud access tokens): closed with the providers. */
+  readonly minters: Minters
   notReady(): string[]
   prefetch(): Promise<void>
 }
@@ -86,9 +89,13 @@ export function createBroker(opts: BrokerOptions): Broker {
   // A dropped value stays scrubbed while requests that may have used it can still log.
   const retireMs = Math.max(RETIRED_SCRUB_MIN_MS, config.upstream.requestTimeout)
 
+  // Minted credentials: a minter stands in for the provider; it reads the stored secret through
+  // the cache and registers what the exchange sends (an assertion) with the scrubber.
+  const minters = new Minters({ cache: (): SecretCache => cache, hold: (key, values) => void scrubber.set(key, values), logger, env, ca: config.upstream.ca, holdDownMs: config.cache.bustCooldown })
+
   // Label children bound once: a cache hit does no label hashing.
   const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
-  const cache = new SecretCache({
+  const cache: SecretCache = new SecretCache({
     maxEntries: config.cache.maxEntries,
     maxStaleMs: config.cache.maxStale,
     bustCooldownMs: config.cache.bustCooldown,
@@ -96,7 +103,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     refreshAhead: config.cache.refreshAhead,
     logger,
     async fetch(credential) {
-      const provider = await providers.get(credential.provider)
+      const provider = credential.mint ? minters.for({ ...credential, mint: credential.mint }) : await providers.get(credential.provider)
       const end = metrics.providerLatency.startTimer({ provider: credential.provider })
       try {
         return await fetchWithRetry(provider, credential.ref, credential.version, policy, undefined, {
@@ -146,6 +153,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     cache,
     scrubber,
     providers,
+    minters,
     binding,
     resolver: binding,
     notReady: () => prefetched.filter((c) => !cache.holds(c)).map((c) => c.name),

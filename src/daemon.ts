@@ -128,7 +128,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)
-        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll()])
+        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
         cache.clear()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')

@@ -14,6 +14,8 @@ interface Entry {
   readonly fetchedAt: number
   readonly refreshAt: number
   readonly expiresAt: number
+  /** Served stale (provider failing) until then: `maxStale` past expiry, or less for a value with its own lifetime. */
+  readonly staleUntil: number
   readonly rendered: Map<string, string | LatchkeyError>
 }
 
@@ -239,7 +241,7 @@ export class SecretCache {
   }
 
   #withinMaxStale(entry: Entry): boolean {
-    return this.#now() < entry.expiresAt + this.#opts.maxStaleMs
+    return this.#now() < entry.staleUntil
   }
 
   #load(credential: CompiledCredential): Promise<Entry> {
@@ -257,10 +259,12 @@ export class SecretCache {
       .fetch(credential)
       .then((secret) => {
         const now = this.#now()
-        const ttl = credential.ttlMs * (0.9 + 0.2 * this.#random())
-        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, rendered: new Map() }
+        // A value with its own lifetime (a minted token) sets its TTL and bounds its stale use.
+        const ttl = secret.expiry?.ttlMs ?? credential.ttlMs * (0.9 + 0.2 * this.#random())
+        const staleMs = secret.expiry ? Math.max(0, Math.min(this.#opts.maxStaleMs, secret.expiry.usableMs - ttl)) : this.#opts.maxStaleMs
+        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, staleUntil: now + ttl + staleMs, rendered: new Map() }
         this.#opts.onValue?.(credential, secret)
-        this.#entries.set(key, entry, { ttl: Math.ceil(ttl + this.#opts.maxStaleMs) })
+        this.#entries.set(key, entry, { ttl: Math.ceil(ttl + staleMs) })
         this.#opts.observe?.entries?.(this.#entries.size)
         this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
         return entry

@@ -34,8 +34,10 @@ export async function doctor(config: Config, io: CliIo, dryRun: string | undefin
   out('credentials:')
   for (const c of Object.values(config.credentials)) {
     try {
-      const provider = await broker.providers.get(c.provider)
-      const secret = await fetchWithRetry(provider, c.ref, c.version, { attempts: 1, timeoutMs: config.cache.fetchTimeout, baseDelayMs: 0, maxDelayMs: 0 }, undefined)
+      // A minted credential is checked end to end: stored secret, then the token exchange.
+      const secret = c.mint
+        ? (await broker.cache.get(c)).secret
+        : await fetchWithRetry(await broker.providers.get(c.provider), c.ref, c.version, { attempts: 1, timeoutMs: config.cache.fetchTimeout, baseDelayMs: 0, maxDelayMs: 0 }, undefined)
       c.injector.render(secret.reveal())
       out(`  ok   ${c.name}: ${secret.fingerprint()}${secret.version ? ` (version ${secret.version})` : ''} → ${c.injector.headerName} for ${c.patterns.map((p) => p.source).join(', ')}`)
     } catch (err) {
@@ -43,7 +45,7 @@ export async function doctor(config: Config, io: CliIo, dryRun: string | undefin
       out(`  FAIL ${c.name}: ${describe(err)}`)
     }
   }
-  await broker.providers.closeAll()
+  await Promise.all([broker.providers.closeAll(), broker.minters.closeAll()])
   out(problems === 0 ? 'all good' : `${problems} problem${problems === 1 ? '' : 's'}`)
   return problems === 0 ? 0 : 1
 }

@@ -8,6 +8,7 @@ import { findOverlaps } from '../binding/credential-matcher.ts'
 import { normalizeHost, parseHostPattern, patternMatches, type HostPattern } from '../binding/host-pattern.ts'
 import { PROVIDERS } from '../providers/registry.ts'
 import { resolveServerLimits, type ServerLimits } from '../proxy/server-limits.ts'
+import { compileMint, type MintSpec } from '../mint/compile.ts'
 import type { LogLevel, RawConfig } from './schema.ts'
 import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
@@ -36,6 +37,8 @@ export interface CompiledCredential {
   readonly scrubResponses: boolean
   /** provider + ref + field + version (T7): two credentials reading the same secret share one cache entry. */
   readonly cacheKey: string
+  /** A minted credential (oauth2, cloud access token): the cache holds the token, minted from `mint.source`. */
+  readonly mint?: MintSpec
 }
 
 export interface CompiledRoute {
@@ -183,7 +186,8 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
   const credentials: Record<string, CompiledCredential> = {}
   for (const [name, c] of Object.entries(raw.credentials)) {
     const at = `credentials.${name}`
-    if (!providerNames.includes(c.provider)) {
+    const mint = compileMint(name, c, raw.cache.ttl, issues)
+    if (c.provider !== undefined && !providerNames.includes(c.provider)) {
       issues.push(missingProvider(at, c.provider, providerNames))
     }
     const patterns: HostPattern[] = []
@@ -194,7 +198,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     })
     let injector: CompiledInjector | undefined
     try {
-      injector = compileInjector(name, c.inject, c.field)
+      injector = compileInjector(name, c.inject.type === 'bearer' || c.inject.type === 'basic' || c.inject.type === 'header' ? c.inject : { type: 'bearer', overwrite: c.inject.overwrite }, mint ? undefined : c.field)
     } catch (err) {
       issues.push({ path: `${at}.inject`, message: (err as Error).message })
     }
@@ -202,11 +206,11 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     // The forward proxy sends a credentialed http:// request for port 80 over TLS to 443, so
     // without insecure such a pattern matches only TLS spoken on port 80: almost always a slip.
     else for (const p of patterns) if (p.port === 80) warnings.push(`credential ${name}: host pattern ${p.source} names port 80, but credentialed http:// requests go over TLS to port 443; write the host without :80 (or set insecure: true for plain http)`)
-    if (!injector) continue
+    if (!injector || mint === null) continue
     credentials[name] = Object.freeze({
       name,
-      provider: c.provider,
-      ref: c.ref,
+      provider: c.provider ?? c.inject.type,
+      ref: c.ref ?? '',
       field: c.field,
       version: c.version,
       patterns: Object.freeze(patterns),
@@ -215,7 +219,8 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       insecure: c.insecure,
       prefetch: c.prefetch ?? raw.cache.prefetch,
       scrubResponses: c.scrubResponses,
-      cacheKey: [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
+      cacheKey: mint ? `mint\u0000${name}` : [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
+      ...(mint ? { mint } : {}),
     })
   }
   for (const o of findOverlaps(Object.values(credentials).map((c) => ({ name: c.name, patterns: c.patterns, value: c })))) {

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { mintInjectSchemas } from '../mint/schema.ts'
 import { duration, filePath } from './schema-helpers.ts'
 
 /** `host:port` for a listener. Port 0 picks a free port (tests). */
@@ -26,14 +27,15 @@ export const injectSchema = z.discriminatedUnion('type', [
       ...injectBase,
     })
     .strict(),
+  ...mintInjectSchemas,
 ])
 
 export const credentialSchema = z
   .object({
-    /** Name of an entry under `providers`. */
-    provider: z.string().min(1),
+    /** Name of an entry under `providers`. Optional only for a token minted from the pod's own identity (`gcp-access-token`, `azure-access-token`). */
+    provider: z.string().min(1).optional(),
     /** Provider-specific reference: variable name, file name, Vault path, secret id or name. */
-    ref: z.string().min(1),
+    ref: z.string().min(1).optional(),
     /** One key of a JSON / map secret. */
     field: z.string().min(1).optional(),
     /** Provider-specific version (Vault KV version, AWS VersionId, Azure version, GCP version number). */

@@ -13,10 +13,17 @@ export class SecretValue {
   readonly #value: string
   /** The provider's version id for this value, when it has one (not secret). */
   readonly version: string | undefined
+  /**
+   * For a value with its own lifetime (a minted access token): how long the cache serves it
+   * (`ttlMs`, instead of the credential's TTL) and how long it is usable at all (`usableMs`:
+   * never served stale past that). Not secret.
+   */
+  readonly expiry: { readonly ttlMs: number; readonly usableMs: number } | undefined
 
-  constructor(value: string, version?: string) {
+  constructor(value: string, version?: string, expiry?: { ttlMs: number; usableMs: number }) {
     this.#value = value
     this.version = version
+    this.expiry = expiry
   }
 
   reveal(): string {

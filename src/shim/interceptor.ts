@@ -116,7 +116,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
     broker,
     ready,
     async close() {
-      await Promise.allSettled([own?.close(), broker.providers.closeAll()])
+      await Promise.allSettled([own?.close(), broker.providers.closeAll(), broker.minters.closeAll()])
       broker.cache.clear()
       broker.scrubber.clear()
     },

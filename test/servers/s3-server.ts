@@ -1,0 +1,154 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { AwsCredentials } from './aws-server.ts'
+
+/**
+ * An S3-compatible object store for tests (path-style `/<bucket>/<key>`): GET, PUT, DELETE of
+ * objects and `GET /<bucket>?list-type=2` (ListObjectsV2). Every request must carry a valid
+ * SigV4 `Authorization` header, checked here by a verifier written from the AWS specification
+ * ("Create a canonical request for Signature Version 4", S3's "Signature Calculations for the
+ * Authorization Header") with node:crypto alone, so it does not share code with the signer
+ * under test. S3's rules: the path is encoded once, `x-amz-content-sha256` is required and is
+ * the payload hash (`UNSIGNED-PAYLOAD` or the body's hex SHA-256, which is then checked).
+ */
+
+export interface S3Server {
+  url: string
+  host: string
+  region: string
+  objects: Map<string, Buffer>
+  /** Every request, with the verifier's verdict. */
+  readonly log: Array<{ method: string; path: string; status: number; code: string | undefined; payloadHash: string | undefined }>
+  close(): Promise<void>
+}
+
+const UNRESERVED = /[A-Za-z0-9\-._~]/
+
+/** RFC 3986 encoding as SigV4 wants it: everything but unreserved characters, as %XX upper case. */
+export function awsEncode(s: string): string {
+  let out = ''
+  for (const byte of Buffer.from(s, 'utf8')) {
+    const ch = String.fromCharCode(byte)
+    out += byte < 0x80 && UNRESERVED.test(ch) ? ch : '%' + byte.toString(16).toUpperCase().padStart(2, '0')
+  }
+  return out
+}
+
+function hmac(key: Buffer | string, data: string): Buffer {
+  return createHmac('sha256', key).update(data, 'utf8').digest()
+}
+
+/** Verify a request's SigV4 Authorization header; returns an S3 error code, or undefined when authentic. */
+export function verifySigV4(req: { method: string; rawPath: string; headers: IncomingMessage['headers'] }, opts: { region: string; service: string; keys: AwsCredentials[]; maxSkewMs?: number }): string | undefined {
+  const auth = String(req.headers.authorization ?? '')
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/.exec(auth)
+  if (!m) return 'AccessDenied'
+  const [, akid, day, region, service, signedList = '', signature = ''] = m
+  const key = opts.keys.find((k) => k.accessKeyId === akid)
+  if (!key) return 'InvalidAccessKeyId'
+  if (region !== opts.region || service !== opts.service) return 'AuthorizationHeaderMalformed'
+  const amzDate = String(req.headers['x-amz-date'] ?? '')
+  if (!/^\d{8}T\d{6}Z$/.test(amzDate) || amzDate.slice(0, 8) !== day) return 'AccessDenied'
+  const at = Date.UTC(+amzDate.slice(0, 4), +amzDate.slice(4, 6) - 1, +amzDate.slice(6, 8), +amzDate.slice(9, 11), +amzDate.slice(11, 13), +amzDate.slice(13, 15))
+  if (Math.abs(at - Date.now()) > (opts.maxSkewMs ?? 15 * 60_000)) return 'RequestTimeTooSkewed'
+  const signed = signedList.split(';')
+  if (!signed.includes('host') || !signed.includes('x-amz-date')) return 'AccessDenied'
+  // Every x-amz-* header sent must be signed.
+  for (const h of Object.keys(req.headers)) if (h.startsWith('x-amz-') && !signed.includes(h)) return 'AccessDenied'
+  if (key.sessionToken !== undefined && req.headers['x-amz-security-token'] !== key.sessionToken) return 'InvalidToken'
+  const payloadHash = req.headers['x-amz-content-sha256']
+  if (typeof payloadHash !== 'string') return 'InvalidRequest'
+
+  const [rawPath = '/', rawQuery = ''] = req.rawPath.split(/\?(.*)/s)
+  const canonicalUri = rawPath.split('/').map((seg) => awsEncode(decodeURIComponent(seg))).join('/')
+  const params = rawQuery === '' ? [] : rawQuery.split('&').map((p) => {
+    const eq = p.indexOf('=')
+    const k = decodeURIComponent((eq === -1 ? p : p.slice(0, eq)).replace(/\+/g, ' '))
+    const v = eq === -1 ? '' : decodeURIComponent(p.slice(eq + 1).replace(/\+/g, ' '))
+    return [awsEncode(k), awsEncode(v)] as const
+  })
+  params.sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0))
+  const canonicalQuery = params.map(([k, v]) => `${k}=${v}`).join('&')
+  let canonicalHeaders = ''
+  for (const name of signed) {
+    const v = req.headers[name]
+    if (v === undefined) return 'AccessDenied'
+    canonicalHeaders += `${name}:${[v].flat().map((x) => x.trim().replace(/\s+/g, ' ')).join(',')}\n`
+  }
+  const canonicalRequest = [req.method, canonicalUri, canonicalQuery, canonicalHeaders, signedList, payloadHash].join('\n')
+  const scope = `${day}/${region}/${service}/aws4_request`
+  const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, createHash('sha256').update(canonicalRequest, 'utf8').digest('hex')].join('\n')
+  const signingKey = hmac(hmac(hmac(hmac(`AWS4${key.secretAccessKey}`, day ?? ''), region ?? ''), service ?? ''), 'aws4_request')
+  const expected = createHmac('sha256', signingKey).update(stringToSign, 'utf8').digest('hex')
+  return timingSafeEqual(Buffer.from(expected), Buffer.from(signature)) ? undefined : 'SignatureDoesNotMatch'
+}
+
+export async function startS3Server(opts: { region?: string; keys: AwsCredentials[] }): Promise<S3Server> {
+  const region = opts.region ?? 'us-east-1'
+  const objects = new Map<string, Buffer>()
+  const log: S3Server['log'] = []
+  const fail = (res: ServerResponse, status: number, code: string) => {
+    res.writeHead(status, { 'content-type': 'application/xml' })
+    res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`)
+  }
+  const server = http.createServer((req, res) => {
+    const rawPath = req.url ?? '/'
+    const entry = { method: req.method ?? '', path: rawPath, status: 0, code: undefined as string | undefined, payloadHash: req.headers['x-amz-content-sha256'] as string | undefined }
+    log.push(entry)
+    res.on('finish', () => (entry.status = res.statusCode))
+    const denied = verifySigV4({ method: req.method ?? '', rawPath, headers: req.headers }, { region, service: 's3', keys: opts.keys })
+    if (denied) {
+      entry.code = denied
+      req.resume()
+      return fail(res, 403, denied)
+    }
+    const hash = createHash('sha256')
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => {
+      chunks.push(c)
+      hash.update(c)
+    })
+    req.on('end', () => {
+      const claimed = req.headers['x-amz-content-sha256']
+      if (claimed !== 'UNSIGNED-PAYLOAD' && claimed !== hash.digest('hex')) {
+        entry.code = 'XAmzContentSHA256Mismatch'
+        return fail(res, 400, 'XAmzContentSHA256Mismatch')
+      }
+      const url = new URL(rawPath, 'http://x')
+      const [, bucket = '', ...rest] = url.pathname.split('/')
+      const key = rest.map((s) => decodeURIComponent(s)).join('/')
+      if (req.method === 'GET' && key === '' && url.searchParams.get('list-type') === '2') {
+        const prefix = url.searchParams.get('prefix') ?? ''
+        const keys = [...objects.keys()].filter((k) => k.startsWith(`${bucket}/${prefix}`)).map((k) => k.slice(bucket.length + 1)).sort()
+        res.writeHead(200, { 'content-type': 'application/xml' })
+        return res.end(`<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>${bucket}</Name><KeyCount>${keys.length}</KeyCount>${keys.map((k) => `<Contents><Key>${k}</Key></Contents>`).join('')}</ListBucketResult>`)
+      }
+      if (req.method === 'PUT') {
+        objects.set(`${bucket}/${key}`, Buffer.concat(chunks))
+        res.writeHead(200, { etag: '"1"' })
+        return res.end()
+      }
+      if (req.method === 'GET') {
+        const body = objects.get(`${bucket}/${key}`)
+        if (!body) return fail(res, 404, 'NoSuchKey')
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(body.length) })
+        return res.end(body)
+      }
+      return fail(res, 405, 'MethodNotAllowed')
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    region,
+    objects,
+    log,
+    close() {
+      server.closeAllConnections()
+      return new Promise((r) => server.close(() => r()))
+    },
+  }
+}
