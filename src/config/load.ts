@@ -15,6 +15,7 @@ import { formatPath, interpolate, type InterpolationSources } from './interpolat
 import { parseSections, type ParsedSections } from './parse-sections.ts'
 import { checkListeners, type ListenAddress } from './listeners.ts'
 import { suggestKeys } from './suggest-keys.ts'
+import { compileRules, type CompiledRule } from '../policy/rules.ts'
 
 /** A literal (not `${...}`) value under a key that holds secret material. */
 const INLINE_SECRET = /^\s*(token|secretId|secret_id|password|clientSecret)\s*:\s*(?!\$\{)["']?[^\s"'#]/im
@@ -39,6 +40,9 @@ export interface CompiledCredential {
   readonly cacheKey: string
   /** A minted credential (oauth2, cloud access token): the cache holds the token, minted from `mint.source`. */
   readonly mint?: MintSpec
+  /** Method/path rules; undefined = no rules (host binding only). */
+  readonly rules: readonly CompiledRule[] | undefined
+  readonly requireProxyAuth: boolean
 }
 
 export interface CompiledRoute {
@@ -67,6 +71,9 @@ export interface Config {
   readonly providers: Readonly<Record<string, ProviderConfig>>
   readonly credentials: Readonly<Record<string, CompiledCredential>>
   readonly routes: Readonly<Record<string, CompiledRoute>>
+  /** The proxy client token, when configured. */
+  readonly proxyAuth: { readonly token: string; readonly required: boolean } | undefined
+  readonly audit: RawConfig['audit']
   /** Things worth a log line at start (insecure credentials, world-readable files). */
   readonly warnings: readonly string[]
 }
@@ -206,6 +213,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     // The forward proxy sends a credentialed http:// request for port 80 over TLS to 443, so
     // without insecure such a pattern matches only TLS spoken on port 80: almost always a slip.
     else for (const p of patterns) if (p.port === 80) warnings.push(`credential ${name}: host pattern ${p.source} names port 80, but credentialed http:// requests go over TLS to port 443; write the host without :80 (or set insecure: true for plain http)`)
+    const rules = c.allow === undefined ? undefined : Object.freeze(compileRules(c.allow, `${at}.allow`, issues))
     if (!injector || mint === null) continue
     credentials[name] = Object.freeze({
       name,
@@ -221,6 +229,8 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       scrubResponses: c.scrubResponses,
       cacheKey: mint ? `mint\u0000${name}` : [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
       ...(mint ? { mint } : {}),
+      rules,
+      requireProxyAuth: c.requireProxyAuth,
     })
   }
   for (const o of findOverlaps(Object.values(credentials).map((c) => ({ name: c.name, patterns: c.patterns, value: c })))) {
@@ -259,20 +269,35 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     routes[name] = Object.freeze({ name, upstream: url })
   }
 
-  // Admin token: inline or from a file; never both.
-  let adminToken = raw.admin.token
-  if (raw.admin.token !== undefined && raw.admin.tokenFile !== undefined) {
-    issues.push({ path: 'admin', message: 'set admin.token or admin.tokenFile, not both' })
-  } else if (raw.admin.tokenFile !== undefined) {
-    const file = resolvePath(raw.admin.tokenFile)
+  const readToken = (at: string, inline: string | undefined, tokenFile: string | undefined): string | undefined => {
+    if (inline !== undefined && tokenFile !== undefined) {
+      issues.push({ path: at, message: `set ${at}.token or ${at}.tokenFile, not both` })
+      return undefined
+    }
+    if (tokenFile === undefined) return inline
+    const file = resolvePath(tokenFile)
     try {
-      adminToken = readFileSync(file, 'utf8').split(/\r?\n/)[0]?.trim()
-      if (!adminToken || adminToken.length < 16) issues.push({ path: 'admin.tokenFile', message: `${file} must hold a token of at least 16 characters` })
-      if (worldReadable(file)) warnings.push(`admin token file ${file} is world-readable (chmod 600)`)
+      const token = readFileSync(file, 'utf8').split(/\r?\n/)[0]?.trim()
+      if (!token || token.length < 16) issues.push({ path: `${at}.tokenFile`, message: `${file} must hold a token of at least 16 characters` })
+      if (worldReadable(file)) warnings.push(`${at} token file ${file} is world-readable (chmod 600)`)
+      return token
     } catch (err) {
-      issues.push({ path: 'admin.tokenFile', message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
+      issues.push({ path: `${at}.tokenFile`, message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
+      return undefined
     }
   }
+  // Tokens: inline or from a file; never both.
+  const adminToken = readToken('admin', raw.admin.token, raw.admin.tokenFile)
+  let proxyAuth: Config['proxyAuth']
+  if (raw.proxyAuth !== undefined) {
+    const token = readToken('proxyAuth', raw.proxyAuth.token, raw.proxyAuth.tokenFile)
+    if (raw.proxyAuth.token === undefined && raw.proxyAuth.tokenFile === undefined) issues.push({ path: 'proxyAuth', message: 'set proxyAuth.token or proxyAuth.tokenFile' })
+    if (token !== undefined) proxyAuth = Object.freeze({ token, required: raw.proxyAuth.required })
+  }
+  for (const c of Object.values(credentials)) {
+    if (c.requireProxyAuth && raw.proxyAuth === undefined) issues.push({ path: `credentials.${c.name}.requireProxyAuth`, message: 'requireProxyAuth needs a proxy client token: set proxyAuth.tokenFile (or proxyAuth.token)' })
+  }
+  if (raw.audit.sink === 'file' && raw.audit.file === undefined) issues.push({ path: 'audit.file', message: 'audit.sink is file: set audit.file to the audit log path' })
 
   let ca: string | undefined
   if (raw.upstream.caFile !== undefined) {
@@ -308,6 +333,8 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     providers: Object.freeze(providers),
     credentials: Object.freeze(credentials),
     routes: Object.freeze(routes),
+    proxyAuth,
+    audit: Object.freeze({ ...raw.audit, file: raw.audit.file === undefined ? undefined : resolvePath(raw.audit.file) }),
     // Hidden before freezing: the warnings are as frozen as the rest of the config.
     warnings: Object.freeze(warnings.map((w) => hideInText(w, sources))),
   }

@@ -51,6 +51,25 @@ export const credentialSchema = z
     prefetch: z.boolean().optional(),
     /** Also scrub the injected value from response bodies (headers are always scrubbed). */
     scrubResponses: z.boolean().default(false),
+    /**
+     * Method and path rules: a request to a bound host that no rule allows is refused with 403
+     * `policy_denied` and not forwarded. Absent = every method and path (host binding only).
+     */
+    allow: z
+      .array(
+        z
+          .object({
+            /** HTTP methods, upper-case as sent (`GET`, `HEAD`); `"*"` for any. */
+            methods: z.array(z.string()),
+            /** Path globs on the normalised path: `*` within one segment, `**` across segments. */
+            paths: z.array(z.string()),
+          })
+          .strict(),
+      )
+      .min(1, 'allow is empty, so every request would be refused; list rules, or remove allow for none')
+      .optional(),
+    /** Serve this credential only to clients that present the proxy client token (`proxyAuth`). */
+    requireProxyAuth: z.boolean().default(false),
   })
   .strict()
 
@@ -171,6 +190,38 @@ export const configShape = {
     })
     .strict()
     .default({}),
+  /**
+   * A token clients present in `Proxy-Authorization` (Basic with the token as password, or
+   * Bearer), checked in constant time and never forwarded. 407 `proxy_auth_required` without it.
+   */
+  proxyAuth: z
+    .object({
+      /** The token (use `${env:NAME}` or `${file:PATH}`), at least 16 characters. */
+      token: z.string().min(16, 'proxyAuth token must be at least 16 characters').optional(),
+      /** File holding the token (first line). */
+      tokenFile: filePath.optional(),
+      /** Every request needs the token (default); false: only credentials with `requireProxyAuth`. */
+      required: z.boolean().default(true),
+    })
+    .strict()
+    .optional(),
+  /** One record per credentialed request and per refusal, on a sink of its own. */
+  audit: z
+    .object({
+      enabled: z.boolean().default(true),
+      /** `stdout` (lines marked `"audit":true`) or `file` (size-rotated, mode 0600). */
+      sink: z.enum(['stdout', 'file']).default('stdout'),
+      /** Audit file when `sink: file`. */
+      file: filePath.optional(),
+      /** Bytes before the file rotates. */
+      maxSize: z.number().int().min(1024).default(10 * 1024 * 1024),
+      /** Rotated files kept besides the current one. */
+      keep: z.number().int().min(1).max(100).default(5),
+      /** Fraction of successful (`injected`) records written; refusals, errors and replays always are. */
+      sampling: z.number().min(0).max(1).default(1),
+    })
+    .strict()
+    .default({ enabled: true, sink: 'stdout', maxSize: 10 * 1024 * 1024, keep: 5, sampling: 1 }),
   /** Hosts that no credential is bound to: deny (403) or passthrough. */
   egress: z.enum(['deny', 'passthrough']).default('deny'),
   intercept: interceptSchema.default({ enabled: false, caDir: './.latchkey/ca', leafTtl: 86_400_000 }),

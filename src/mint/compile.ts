@@ -65,6 +65,8 @@ export function compileMint(name: string, c: CredentialConfig, defaultTtlMs: num
         insecure: false,
         prefetch: false,
         scrubResponses: false,
+        rules: undefined,
+        requireProxyAuth: false,
         cacheKey: ['mint-source', c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
       })
     : undefined

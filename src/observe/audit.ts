@@ -1,0 +1,128 @@
+import { chmodSync, mkdirSync } from 'node:fs'
+import path from 'node:path'
+import type { Writable } from 'node:stream'
+
+/**
+ * The audit record: one line per credentialed request and per refusal, on a sink of its own
+ * (not the log, whose level an operator turns down). It holds no value and no query string:
+ * the value is identified by its fingerprint and the provider's version, the path is the
+ * normalised path latchkey matched and sent. The line still goes through the scrubber, so a
+ * secret a client put into a path is hidden like everywhere else.
+ */
+export type AuditOutcome = 'injected' | 'replayed' | 'refused' | 'error'
+
+export interface AuditRecord {
+  credential: string | undefined
+  provider: string | undefined
+  /** The provider's version id of the value sent, where it has one. */
+  version: string | undefined
+  /** `sha256:` + 8 hex of the value sent. */
+  fingerprint: string | undefined
+  host: string
+  port: number
+  method: string
+  /** Normalised path, never the query. */
+  path: string
+  /** Index of the `allow` rule that allowed the request, when the credential has rules. */
+  rule: number | undefined
+  status: number
+  outcome: AuditOutcome
+  /** Registry code of a refusal or failure. */
+  code: string | undefined
+  durationMs: number
+  bytesIn: number
+  bytesOut: number
+  /** W3C trace context, kept only when it is well-formed. */
+  traceparent: string | undefined
+}
+
+export interface AuditOptions {
+  /** `stdout`: lines on the process's stdout marked `"audit":true`; `file`: a rotated file of its own. */
+  sink: 'stdout' | 'file'
+  file?: string | undefined
+  /** Bytes before the file is rotated. */
+  maxSize?: number
+  /** Rotated files kept besides the current one. */
+  keep?: number
+  /** Fraction of `injected` records written (refusals, errors and replays are always written). */
+  sampling: number
+}
+
+export interface AuditSink {
+  write(record: AuditRecord): void
+  close(): Promise<void>
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
+
+/** The `traceparent` header if it is well-formed (W3C Trace Context), else undefined: nothing else from the client is copied. */
+export function wellFormedTraceparent(value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' && TRACEPARENT.test(value) ? value : undefined
+}
+
+export interface AuditDeps {
+  scrub(text: string): string
+  stdout: Writable
+  /** A write or rotation failure after start: reported, never fatal to the request path. */
+  onError(err: Error): void
+  random?: () => number
+}
+
+export async function createAuditSink(opts: AuditOptions, deps: AuditDeps): Promise<AuditSink> {
+  const out = opts.sink === 'file' ? await openRotatingFile(opts, deps.onError) : deps.stdout
+  const random = deps.random ?? Math.random
+  const sampling = opts.sampling
+  return {
+    write(r) {
+      if (r.outcome === 'injected' && sampling < 1 && random() >= sampling) return
+      // Fixed key order, one stringify: the line's shape is stable for whoever parses it.
+      const line = JSON.stringify({
+        audit: true,
+        time: new Date().toISOString(),
+        credential: r.credential,
+        provider: r.provider,
+        version: r.version,
+        fingerprint: r.fingerprint,
+        host: r.host,
+        port: r.port,
+        method: r.method,
+        path: r.path,
+        rule: r.rule,
+        status: r.status,
+        outcome: r.outcome,
+        code: r.code,
+        durationMs: r.durationMs,
+        bytesIn: r.bytesIn,
+        bytesOut: r.bytesOut,
+        traceparent: r.traceparent,
+      })
+      out.write(deps.scrub(line) + '\n')
+    },
+    close() {
+      if (out === deps.stdout) return Promise.resolve()
+      return new Promise((resolve) => out.end(() => resolve()))
+    },
+  }
+}
+
+async function openRotatingFile(opts: AuditOptions, onError: (err: Error) => void): Promise<Writable> {
+  if (!opts.file) throw new Error('audit.file is required when audit.sink is file')
+  const { createStream } = await import('rotating-file-stream')
+  const file = path.resolve(opts.file)
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+  // Classic rotation (file, file.1, ... file.N): the set of files on disk is bounded by `keep`.
+  const stream = createStream(path.basename(file), {
+    path: path.dirname(file),
+    size: `${Math.max(1, Math.ceil((opts.maxSize ?? 10 * 1024 * 1024) / 1024))}K`,
+    rotate: opts.keep ?? 5,
+    mode: 0o600,
+  })
+  await new Promise<void>((resolve, reject) => {
+    stream.once('open', () => resolve())
+    stream.once('error', reject)
+  })
+  // `mode` applies when the file is created; one left by an earlier run is narrowed too.
+  chmodSync(file, 0o600)
+  stream.on('error', onError)
+  return stream
+}
