@@ -36,6 +36,7 @@ export class Metrics {
   readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
 
   constructor(options: { processMetrics?: boolean } = {}) {
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_' })
+    // prom-client samples event-loop lag with a 10 ms timer by default: 4 ms of CPU per second in an idle pod.
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_', eventLoopMonitoringPrecision: 500 })
   }
 }
