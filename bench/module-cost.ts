@@ -4,7 +4,7 @@
  * 1. Starts latchkey as shipped (bench/shipped.ts) with an env-provider config, with a load
  *    hook that records every package it imports, and reads its RSS at ready.
  * 2. For each of those packages, in a fresh Node with the shipped V8 flags and one idle HTTP
- *    server (what every latchkey process has): RSS with the package alone over the bare
+ *    server (what every latchkey process has; `node:http` read as the bundle reads it): RSS with the package alone over the bare
  *    process, and its marginal cost — RSS with every package minus RSS with every package but
  *    that one. The two differ because packages share what they pull in (Node's own `tls`,
  *    `http2`, the compiler's code pages): the marginal figure is what leaving a package out
@@ -65,9 +65,9 @@ registerHooks({ load(url, ctx, next) { const m = /node_modules\\/((?:@[^/]+\\/)?
 async function rssWith(dir: string, packages: string[], flags: string[]): Promise<number> {
   // A file, not \`-e\`: Node 24 evaluates -e code through its TypeScript stripper, which would be counted.
   const script = `${packages.map((p) => `await import(${JSON.stringify(import.meta.resolve(p))})`).join(';')}
-const s = (await import('node:http')).createServer().listen(0, '127.0.0.1')
+const s = process.getBuiltinModule('node:http').createServer().listen(0, '127.0.0.1')
 await new Promise((r) => setTimeout(r, 200))
-process.stdout.write(/VmRSS:\\s+(\\d+)/.exec((await import('node:fs')).readFileSync('/proc/self/status', 'utf8'))[1])
+process.stdout.write(/VmRSS:\\s+(\\d+)/.exec(process.getBuiltinModule('node:fs').readFileSync('/proc/self/status', 'utf8'))[1])
 s.close()`
   const runs: number[] = []
   for (let i = 0; i < RUNS; i++) {
