@@ -24,9 +24,16 @@ const userSetsIt = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a
 // started with it (execve: same pid, signals and stdio, no parent left behind). A user's own
 // setting, on the command line or in NODE_OPTIONS, wins; LATCHKEY_NO_REEXEC=1 turns this off.
 if (LONG_LIVED.has(process.argv[2] ?? '') && !userSetsIt && process.env.LATCHKEY_NO_REEXEC !== '1' && typeof process.execve === 'function') {
-  // execve is experimental in Node 24: its warning would be printed after the exec, never.
+  // execve is experimental in Node 24: its warning is for this process, which is replaced.
+  const emitWarning = process.emitWarning
   process.emitWarning = () => {}
-  process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MIB}`, ...process.execArgv, ...process.argv.slice(1)], process.env)
+  try {
+    process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MIB}`, ...process.execArgv, ...process.argv.slice(1)], process.env)
+  } catch {
+    // Not replaced (the Node binary cannot be executed again, e.g. deleted by an upgrade): run
+    // here, with V8's own young-generation size.
+    process.emitWarning = emitWarning
+  }
 }
 
 // Node does not strip TypeScript types under node_modules: an installed copy runs the built
