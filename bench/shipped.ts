@@ -19,12 +19,12 @@ const FROM_SOURCES = process.env.BENCH_FROM_SOURCES === '1'
 
 /**
  * Install the built package into `dir` (once per dir) and return the bin to run. Builds `dist/`
- * first when it is missing or older than the newest source file.
+ * first when it is missing or older than the newest file of `src/` or `build/`.
  */
 export async function installShipped(dir: string): Promise<{ bin: string; label: string }> {
   if (FROM_SOURCES) return { bin: path.join(ROOT, 'bin', 'latchkey.js'), label: 'sources (bin/latchkey.js on src/)' }
   const dist = path.join(ROOT, 'dist', 'cli', 'latchkey.js')
-  if (!existsSync(dist) || statSync(dist).mtimeMs < newestMtime(path.join(ROOT, 'src'))) {
+  if (!existsSync(dist) || statSync(dist).mtimeMs < Math.max(newestMtime(path.join(ROOT, 'src')), newestMtime(path.join(ROOT, 'build')))) {
     const { buildDist } = await import('../build/build.ts')
     await buildDist()
   }
