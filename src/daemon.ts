@@ -4,8 +4,8 @@ import type { Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import { createAdminServer } from './admin/admin-server.ts'
 import { Metrics } from './admin/metrics.ts'
-import { fetchWithRetry } from './cache/fetch-with-retry.ts'
-import { SecretCache } from './cache/secret-cache.ts'
+import { fetchWithRetry, SharedThrottle } from './cache/fetch-with-retry.ts'
+import { SecretCache, type Unready } from './cache/secret-cache.ts'
 import { compileConfig, type CompiledCredential, type Config } from './config/load.ts'
 import { Forwarder } from './proxy/forward.ts'
 import { createProxyServer, destroyTunnels, type ConnectInterceptor } from './proxy/proxy-server.ts'
@@ -55,6 +55,9 @@ export interface Broker {
   readonly resolver: TargetResolver
   readonly providers: ProviderPool
   notReady(): string[]
+  /** Prefetched credentials that cannot be served now, with their error codes. */
+  unready(): Unready[]
+  /** Start keeping every prefetched credential fresh; resolves when each has been tried once. */
   prefetch(): Promise<void>
 }
 
@@ -105,6 +108,8 @@ export function createBroker(opts: DaemonOptions): Broker {
   const retireMs = Math.max(RETIRED_SCRUB_MIN_MS, config.upstream.requestTimeout)
 
   // Label children bound once: a cache hit does no label hashing.
+  // One throttle per provider: a 429 / Retry-After on one credential holds every credential of that provider.
+  const throttles = new Map(Object.keys(config.providers).map((name) => [name, new SharedThrottle()]))
   const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
   const cache = new SecretCache({
     maxEntries: config.cache.maxEntries,
@@ -124,9 +129,9 @@ export function createBroker(opts: DaemonOptions): Broker {
           },
           onRetry: (err, delayMs) => {
             metrics.providerRetries.inc({ provider: credential.provider })
-            logger.info({ event: 'provider_retry', provider: credential.provider, credential: credential.name, code: err.code, providerCode: err.providerCode, delayMs: Math.round(delayMs) }, 'retrying provider call')
+            logger.debug({ event: 'provider_retry', provider: credential.provider, credential: credential.name, code: err.code, providerCode: err.providerCode, delayMs: Math.round(delayMs) }, 'retrying provider call')
           },
-        })
+        }, undefined, throttles.get(credential.provider))
       } finally {
         end()
       }
@@ -164,11 +169,12 @@ export function createBroker(opts: DaemonOptions): Broker {
     scrubber,
     providers,
     resolver: new TargetResolver(config),
-    notReady: () => prefetched.filter((c) => !cache.holds(c)).map((c) => c.name),
+    notReady: () => cache.unready(prefetched).map((u) => u.name),
+    unready: () => cache.unready(prefetched),
     async prefetch() {
-      await Promise.all(prefetched.map((c) => cache.prefetch(c)))
-      const missing = prefetched.filter((c) => !cache.holds(c)).map((c) => c.name)
-      if (missing.length > 0) logger.warn({ event: 'prefetch_incomplete', credentials: missing }, 'some credentials could not be fetched at start; they are retried on use')
+      await Promise.all(prefetched.map((c) => cache.keep(c)))
+      const missing = cache.unready(prefetched).map((u) => u.name)
+      if (missing.length > 0) logger.warn({ event: 'prefetch_incomplete', credentials: missing }, 'some credentials could not be fetched at start; they are retried in the background')
       else logger.info({ event: 'ready', credentials: prefetched.length }, 'all prefetched credentials hold a value')
     },
   }
@@ -201,7 +207,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     metrics,
     logger,
     token: config.admin.token,
-    notReady: broker.notReady,
+    unready: broker.unready,
     clear(name) {
       if (name === undefined) return cache.clear()
       const c = config.credentials[name]
@@ -258,7 +264,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         clearTimeout(timer)
         clearInterval(sweep)
         await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll()])
-        cache.clear()
+        cache.close()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')
       })()
