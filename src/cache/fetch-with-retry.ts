@@ -100,7 +100,7 @@ export async function fetchWithRetry(
     } catch (err) {
       last = toProviderError(err, timeout.signal.aborted && !signal?.aborted)
       observer.onAttempt?.(last.code, clock.now() - started)
-      const delay = Math.max(last.retryAfterMs ?? 0, backoffMs(attempt, policy.baseDelayMs, policy.maxDelayMs, clock.random))
+      const delay = Math.max(last.retryAfterMs ?? 0, backoffMs(attempt, policy.baseDelayMs, policy.maxDelayMs, () => clock.random()))
       // Every credential of this provider waits too, whether or not this fetch retries.
       if (last.code === 'throttled') throttle?.hold(clock.now() + delay)
       if (signal?.aborted || !last.retryable || attempt === policy.attempts) throw last

@@ -99,6 +99,8 @@ export class SecretCache {
   readonly #inflight = new Map<string, Promise<Entry>>()
   readonly #failures = new Map<string, Failure>()
   readonly #lastBust = new Map<string, number>()
+  /** Keys evicted by a bust whose refetch runs: still counted as servable (readiness does not blink for it). */
+  readonly #busting = new Set<string>()
   /** Keys whose in-flight refresh outlasted the stale grace once: later requests get the old value at once. */
   readonly #slowRefresh = new Set<string>()
   readonly #opts: CacheOptions
@@ -218,7 +220,7 @@ export class SecretCache {
   unready(credentials: readonly CompiledCredential[]): Unready[] {
     const out: Unready[] = []
     for (const c of credentials) {
-      if (!this.servable(c)) out.push({ name: c.name, code: this.#failures.get(c.cacheKey)?.err.code ?? 'pending' })
+      if (!this.servable(c) && !this.#busting.has(c.cacheKey)) out.push({ name: c.name, code: this.#failures.get(c.cacheKey)?.err.code ?? 'pending' })
     }
     return out
   }
@@ -254,10 +256,11 @@ export class SecretCache {
       // No onDrop: the refetch's onValue replaces the refused value, which then stays in the
       // scrubber's previous generation (requests still in flight may log it).
       this.#entries.delete(key)
+      this.#busting.add(key)
       this.#opts.logger.info({ event: 'bust', credential: credential.name }, 'upstream refused the credential; evicted and refetching')
     }
     try {
-      const fresh = await (inflight ?? this.#load(credential))
+      const fresh = await (inflight ?? this.#load(credential)).finally(() => this.#busting.delete(key))
       const changed = !fresh.secret.equals(used)
       this.#opts.observe?.bust?.(credential.name, changed ? 'changed' : 'unchanged')
       return changed ? this.#resolve(credential, fresh, false) : undefined
@@ -345,12 +348,16 @@ export class SecretCache {
       .then((secret) => {
         const now = this.#now()
         const ttl = credential.ttlMs * (0.9 + 0.2 * this.#random())
-        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, rendered: new Map() }
+        const failed = this.#failures.get(key)
+        // A value that does not replace a refreshed one (the first, one after a bust, one that
+        // ends a failure) has its refresh point drawn over the second half of the refresh-ahead
+        // span: a fleet that started, recovered or rotated together does not refresh together.
+        const ahead = this.#opts.refreshAhead * (failed === undefined && this.#entries.has(key) ? 1 : 0.5 + 0.5 * this.#random())
+        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * ahead, expiresAt: now + ttl, rendered: new Map() }
         this.#opts.onValue?.(credential, secret)
         this.#entries.set(key, entry, { ttl: Math.ceil(ttl + this.#opts.maxStaleMs) })
         this.#opts.observe?.entries?.(this.#entries.size)
         this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
-        const failed = this.#failures.get(key)
         if (failed !== undefined) {
           this.#failures.delete(key)
           this.#opts.logger.info(
