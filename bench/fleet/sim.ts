@@ -58,6 +58,8 @@ export interface FleetResult {
 }
 
 /** The daemon's retry policy with its defaults (fetchTimeout 10 s, fetchAttempts 3, requestTimeout 60 s). */
+const REQUEST_BATCH_MS = 100
+
 const POLICY: RetryPolicy = { attempts: 3, timeoutMs: 10_000, baseDelayMs: 200, maxDelayMs: 5000, deadlineMs: 60_000 }
 
 interface Pod {
@@ -147,16 +149,19 @@ export async function runFleet(s: FleetScenario): Promise<FleetResult> {
 
   for (let i = 0; i < s.pods; i++) clock.setTimeout(() => startPod(i), clock.random() * s.rolloutMs)
 
-  // Requests: one Poisson stream for the fleet, each arrival on a random started pod and credential.
+  // Requests: one Poisson stream for the fleet, each arrival on a random started pod and
+  // credential. Arrivals are started in 100 ms batches: one clock event per batch, not per request.
   const meanGapMs = s.requestIntervalMs / s.pods
-  const nextRequest = () => {
-    clock.setTimeout(() => {
+  let nextArrival = -Math.log(1 - clock.random()) * meanGapMs
+  const requestBatch = () => {
+    const until = clock.now() + REQUEST_BATCH_MS
+    for (; nextArrival < until; nextArrival += -Math.log(1 - clock.random()) * meanGapMs) {
       const pod = pods[Math.floor(clock.random() * pods.length)]
       if (pod !== undefined) void request(pod, credentials[Math.floor(clock.random() * credentials.length)] as CompiledCredential)
-      nextRequest()
-    }, -Math.log(1 - clock.random()) * meanGapMs)
+    }
+    clock.setTimeout(requestBatch, REQUEST_BATCH_MS)
   }
-  nextRequest()
+  clock.setTimeout(requestBatch, 0)
 
   const probe = () => {
     const now = clock.now()

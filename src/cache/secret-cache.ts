@@ -350,14 +350,17 @@ export class SecretCache {
         const ttl = credential.ttlMs * (0.9 + 0.2 * this.#random())
         const failed = this.#failures.get(key)
         // A value that does not replace a refreshed one (the first, one after a bust, one that
-        // ends a failure) has its refresh point drawn over the second half of the refresh-ahead
+        // ends a failure) has its refresh point drawn over the last 70 % of the refresh-ahead
         // span: a fleet that started, recovered or rotated together does not refresh together.
-        const ahead = this.#opts.refreshAhead * (failed === undefined && this.#entries.has(key) ? 1 : 0.5 + 0.5 * this.#random())
+        const ahead = this.#opts.refreshAhead * (failed === undefined && this.#entries.has(key) ? 1 : 0.3 + 0.7 * this.#random())
         const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * ahead, expiresAt: now + ttl, rendered: new Map() }
         this.#opts.onValue?.(credential, secret)
         this.#entries.set(key, entry, { ttl: Math.ceil(ttl + this.#opts.maxStaleMs) })
         this.#opts.observe?.entries?.(this.#entries.size)
-        this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
+        // The fingerprint is a hash: computed only when the line is written.
+        if (this.#opts.logger.isLevelEnabled('debug')) {
+          this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
+        }
         if (failed !== undefined) {
           this.#failures.delete(key)
           this.#opts.logger.info(
