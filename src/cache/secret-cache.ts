@@ -194,11 +194,24 @@ export class SecretCache {
     }
     let fresh: Entry
     try {
-      fresh = await load
+      fresh = await this.#afterGate(credential, load)
     } catch (err) {
       throw unavailable(credential, err)
     }
     return this.#resolve(credential, fresh, false)
+  }
+
+  /**
+   * With nothing to serve, a retry due within the stale grace is waited for (and shared) rather
+   * than failed at once: a request just after the provider comes back is served. A later retry
+   * fails the request now, with the last error.
+   */
+  async #afterGate(credential: CompiledCredential, load: Promise<Entry>): Promise<Entry> {
+    const gated = this.#gated(credential.cacheKey)
+    if (gated === undefined || gated.until - this.#now() > this.#staleGraceMs) return load
+    load.catch(() => undefined) // the gate's rejection: replaced by the fetch below
+    await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, gated.until - this.#now(), true))
+    return this.#load(credential)
   }
 
   /** Whether an unexpired value is held. */
