@@ -202,16 +202,23 @@ export class SecretCache {
   }
 
   /**
-   * With nothing to serve, a retry due within the stale grace is waited for (and shared) rather
-   * than failed at once: a request just after the provider comes back is served. A later retry
-   * fails the request now, with the last error.
+   * With nothing to serve, a failed fetch (the gate's at once, or one in flight that this
+   * request joined) whose retry is due within the stale grace is waited for and shared,
+   * twice at most, rather than failed at once: a request just after the provider comes back
+   * is served. A later retry fails the request now, with the last error.
    */
-  async #afterGate(credential: CompiledCredential, load: Promise<Entry>): Promise<Entry> {
-    const gated = this.#gated(credential.cacheKey)
-    if (gated === undefined || gated.until - this.#now() > this.#staleGraceMs) return load
-    load.catch(() => undefined) // the gate's rejection: replaced by the fetch below
-    await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, gated.until - this.#now(), true))
-    return this.#load(credential)
+  async #afterGate(credential: CompiledCredential, first: Promise<Entry>): Promise<Entry> {
+    let load = first
+    for (let waits = 0; ; waits++) {
+      try {
+        return await load
+      } catch (err) {
+        const gated = this.#gated(credential.cacheKey)
+        if (waits >= 2 || gated === undefined || gated.until - this.#now() > this.#staleGraceMs) throw err
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, gated.until - this.#now(), true))
+        load = this.#load(credential)
+      }
+    }
   }
 
   /** Whether an unexpired value is held. */
