@@ -76,8 +76,10 @@ export function sidecarOptionsFor(plan: Plan, o: SidecarOptions): { ok: true; op
 
 const PROBE_TIMING = {
   // The app containers start only after this succeeds: readiness means every prefetched
-  // credential holds a value, so the pipeline's first request can already be served.
-  startup: { periodSeconds: 1, failureThreshold: 120, timeoutSeconds: 2 },
+  // credential holds a value that may be served, so the pipeline's first request can be.
+  // A failed prefetch retries by itself, so this waits up to 10 minutes: a restart would
+  // only start latchkey's backoff over.
+  startup: { periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 2 },
   liveness: { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 2 },
   readiness: { periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
 }
