@@ -15,6 +15,8 @@ import type { Scrubber } from './redact/scrubber.ts'
 import type { Dispatcher } from 'undici'
 import type { BoundExchange } from './inject/inject-step.ts'
 import type { ExchangeOptions } from './observe/request-record.ts'
+import { openConfiguredAudit, type AuditSink } from './observe/audit.ts'
+import { ProxyAuth } from './policy/proxy-auth.ts'
 
 /** Kept here too for callers that predate `broker.ts`. */
 export { createBroker, isCompiledConfig, type Broker } from './broker.ts'
@@ -51,10 +53,22 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     allowLinkLocal: config.upstream.allowLinkLocal,
   })
   const { credentialed, passthrough } = agents
+  let audit: AuditSink | undefined
+  try {
+    // Opened before any listener, so a bad audit.file fails the start; stdout lines go to the log's stream.
+    audit = await openConfiguredAudit(config.audit, {
+      scrub: (text) => broker.scrubber.scrub(text),
+      stdout: opts.logStream ?? process.stdout,
+      onError: (err) => logger.error({ event: 'audit_error', err }, 'the audit sink failed to write a record'),
+    })
+  } catch (err) {
+    await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
+    throw err
+  }
   // The pipeline ends in the agent for the destination's kind: credentialed, or passthrough (link-local guard).
   const send: Dispatcher.Dispatch = (opts, handler) => ((opts as ExchangeOptions & { exchange: BoundExchange }).exchange.binding ? credentialed : passthrough).dispatch(opts, handler)
-  const pipeline = createPipeline({ cache, logger, metrics, retryBodyLimit: config.upstream.retryBodyLimit, requestTimeoutMs: config.upstream.requestTimeout }, send)
-  const forwarder = new Forwarder({ pipeline, observe: { logger, metrics }, retryBodyLimit: config.upstream.retryBodyLimit })
+  const pipeline = createPipeline({ cache, logger, metrics, audit, retryBodyLimit: config.upstream.retryBodyLimit, requestTimeoutMs: config.upstream.requestTimeout }, send)
+  const forwarder = new Forwarder({ pipeline, observe: { logger, metrics, audit }, retryBodyLimit: config.upstream.retryBodyLimit })
   // The CA and X.509 code load only when interception is on.
   const makeInterceptor = extras.interceptor ?? (config.intercept.enabled ? (await import('./intercept/interceptor.ts')).createInterceptor : undefined)
   const interceptor = makeInterceptor ? await makeInterceptor(broker, forwarder) : undefined
@@ -63,6 +77,8 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     forwarder,
     logger,
     metrics,
+    audit,
+    proxyAuth: config.proxyAuth === undefined ? undefined : { check: new ProxyAuth(config.proxyAuth.token), required: config.proxyAuth.required },
     connectTimeoutMs: config.upstream.connectTimeout,
     allowLinkLocal: config.upstream.allowLinkLocal,
     interceptor,
@@ -79,11 +95,16 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
       return c ? cache.clear(c) : undefined
     },
   })
-  await listen(proxy, config.listen.host, config.listen.port)
   try {
-    await listen(admin, config.admin.listen.host, config.admin.listen.port)
+    await listen(proxy, config.listen.host, config.listen.port)
+    try {
+      await listen(admin, config.admin.listen.host, config.admin.listen.port)
+    } catch (err) {
+      proxy.close()
+      throw err
+    }
   } catch (err) {
-    proxy.close()
+    await audit?.close()
     throw err
   }
   const proxyUrl = urlOf(proxy)
@@ -128,7 +149,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)
-        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
+        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll(), audit?.close()])
         cache.clear()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')
