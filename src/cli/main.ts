@@ -59,16 +59,23 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
 
   program
     .command('doctor')
-    .description('fetch every credential (fingerprints only) and check each provider; --dry-run URL says which credential would be injected')
+    .description('fetch every credential (fingerprints only) and check each provider; --dry-run [METHOD] URL says which credential would be injected and which allow rule lets the request through')
     .option('-c, --config <file>', 'config file')
-    .option('--dry-run <url>', 'say which credential would be injected into a request to URL, or why none')
-    .action(async (o: { config?: string; dryRun?: string }) => {
+    .option('--dry-run <method-and-url...>', 'say which credential would be injected into a request to URL (and whether its allow rules let METHOD through, GET by default), or why none')
+    .option('--method <method>', 'the method for --dry-run (as `--dry-run METHOD URL`)')
+    .action(async (o: { config?: string; dryRun?: string[]; method?: string }) => {
       const r = loadFrom(findConfig(o.config, io), io)
       if (!r.ok) {
         io.stderr.write(formatIssues(r.issues))
         return setCode(2) // as check and run: 2 is "the configuration is invalid" for every command
       }
-      setCode(await doctor(r.config, io, o.dryRun))
+      const d = o.dryRun
+      if (d !== undefined && d.length > 2) {
+        io.stderr.write(`latchkey doctor: --dry-run takes [METHOD] URL, got ${d.length} arguments\n`)
+        return setCode(2)
+      }
+      const dryRun = d === undefined ? undefined : { url: d[d.length - 1] as string, method: (d.length === 2 ? d[0] : o.method) ?? 'GET' }
+      setCode(await doctor(r.config, io, dryRun))
     })
 
   program
