@@ -17,6 +17,7 @@ import type { BoundExchange } from './inject/inject-step.ts'
 import type { ExchangeOptions } from './observe/request-record.ts'
 import { openConfiguredAudit, type AuditSink } from './observe/audit.ts'
 import { ProxyAuth } from './policy/proxy-auth.ts'
+import { listenUnix } from './proxy/unix-socket.ts'
 
 /** Kept here too for callers that predate `broker.ts`. */
 export { createBroker, isCompiledConfig, type Broker } from './broker.ts'
@@ -28,6 +29,7 @@ export interface DaemonOptions extends BrokerOptions {
 
 export interface Daemon {
   readonly config: Config
+  /** http://host:port, or unix:/path when `listen` is a Unix socket. */
   readonly proxyUrl: string
   readonly adminUrl: string
   readonly logger: Logger
@@ -95,19 +97,23 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
       return c ? cache.clear(c) : undefined
     },
   })
+  let removeSocket: (() => void) | undefined
   try {
-    await listen(proxy, config.listen.host, config.listen.port)
+    if (config.listen.path !== undefined) removeSocket = await listenUnix(proxy, config.listen.path, config.socket)
+    else await listen(proxy, config.listen.host, config.listen.port)
     try {
       await listen(admin, config.admin.listen.host, config.admin.listen.port)
     } catch (err) {
       proxy.close()
+      removeSocket?.()
       throw err
     }
   } catch (err) {
     await audit?.close()
     throw err
   }
-  const proxyUrl = urlOf(proxy)
+  // A Unix socket was renamed into place after listening: its address is the configured path.
+  const proxyUrl = config.listen.path !== undefined ? `unix:${config.listen.path}` : urlOf(proxy)
   const adminUrl = urlOf(admin)
   logger.info({ event: 'listening', proxy: proxyUrl, admin: adminUrl, credentials: Object.keys(config.credentials), routes: Object.keys(config.routes) }, 'latchkey listening')
   const prefetched = broker.prefetch()
@@ -146,6 +152,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         // Blind tunnels carry no request we could wait for: end them now so close() does not hang on them.
         destroyTunnels(proxy)
         await done
+        removeSocket?.()
         await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)

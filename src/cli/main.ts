@@ -3,7 +3,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, Option } from 'commander'
 import { startDaemon } from '../daemon.ts'
-import { checkListeners } from '../config/listeners.ts'
+import { checkListeners, parseListenAddress } from '../config/listeners.ts'
 import { loadConfigFile, type Config, type LoadResult } from '../config/load.ts'
 import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
@@ -37,7 +37,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('run the daemon (config from -c, else $LATCHKEY_CONFIG, else ./latchkey.yaml, else env-only mode)')
     .option('-c, --config <file>', 'config file (YAML or JSON)')
     .option('--demo', 'run the built-in local example (env + file secrets) with an echo upstream on 127.0.0.1:8183')
-    .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback)')
+    .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback, or unix:/path/proxy.sock)')
     .option('--admin-listen <host:port>', 'admin listener, overriding the config (a pod binds 0.0.0.0:8182 so kubelet probes reach it)')
     .addOption(new Option('--log-level <level>', 'lowest level logged, overriding log.level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
     .action(async (o: RunOptions) => setCode(await run(io, o)))
@@ -116,11 +116,11 @@ interface RunOptions {
 }
 
 /** Apply --listen / --admin-listen to a loaded config (validated like the file's values). */
-function withListenOverrides(config: Config, o: RunOptions): Config | string {
+function withListenOverrides(config: Config, o: RunOptions, cwd: string): Config | string {
   const parse = (v: string, flag: string) => {
-    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(v)
-    if (!m || Number(m[3]) > 65535) return `${flag}: expected host:port, got ${JSON.stringify(v)}`
-    return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) }
+    // Only the proxy listener may be a Unix socket (a relative path is against the working directory).
+    const r = parseListenAddress(v, flag === '--listen' ? (p) => path.resolve(cwd, p) : undefined)
+    return typeof r === 'string' ? `${flag}: ${r}` : r
   }
   let listen = config.listen
   let admin = config.admin
@@ -178,7 +178,7 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
     io.stderr.write(formatIssues(result.issues))
     return 2
   }
-  const config = withListenOverrides(result.config, o)
+  const config = withListenOverrides(result.config, o, io.cwd)
   if (typeof config === 'string') {
     io.stderr.write(`latchkey: ${config}\n`)
     return 2
