@@ -52,7 +52,8 @@ async function startLatchkey(dir: string, upstreamPort: number): Promise<{ proxy
   await writeFile(file, JSON.stringify(config))
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'latchkey.js'), 'run', '-c', file], {
     env: { PATH: process.env.PATH, BENCH_TOKEN: 'bench-token-value-0123456789' },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    // stdout carries the audit records (on by default, one line per request): not for the terminal.
+    stdio: ['ignore', 'ignore', 'inherit'],
   })
   const exited = new Promise<void>((r) => child.once('exit', () => r()))
   const deadline = Date.now() + 15_000
