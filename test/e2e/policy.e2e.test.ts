@@ -167,6 +167,14 @@ test('a refusal writes exactly one audit record, with the credential, the rule o
   )
 })
 
+test('an egress refusal writes one record naming the destination, without a credential or the query', async () => {
+  const records = await auditedBy(() => rawRequest(daemon.proxyUrl, `GET http://127.0.0.2:9/x/./y?k=${QUERY_CANARY} HTTP/1.1\r\nHost: 127.0.0.2:9\r\nConnection: close\r\n\r\n`))
+  assert.deepEqual(
+    records.map((r) => [r.credential, r.host, r.port, r.method, r.path, r.status, r.outcome, r.code]),
+    [[undefined, '127.0.0.2', 9, 'GET', '/x/y', 403, 'refused', 'egress_denied']],
+  )
+})
+
 test('an injected request writes one record naming the value by fingerprint, with bytes and the trace context', async () => {
   const records = await auditedBy(() =>
     request(`http://localhost:${ro.port}/api/items?secret=${QUERY_CANARY}`, {
