@@ -5,7 +5,10 @@
  * are written `key [condition]`, as `rowId` renders them.
  */
 export const MEANINGS: Readonly<Record<string, string>> = {
-  listen: 'proxy listener `host:port`: routes, forward proxy, CONNECT (keep it on loopback)',
+  listen: 'proxy listener `host:port`: routes, forward proxy, CONNECT (keep it on loopback), or `unix:/path/proxy.sock` ([Policy](policy.md#a-unix-socket-listener))',
+  'socket.mode': 'file mode of the Unix socket (`listen: unix:…`), an octal string: `"0600"` only its owner may connect, `"0660"` its group too',
+  'socket.owner': 'numeric user id given the Unix socket (needs the privilege to chown)',
+  'socket.group': 'numeric group id given the Unix socket (with mode `"0660"`, the group that may connect)',
   'admin.listen': 'admin listener `host:port`: health, readiness, metrics, cache admin',
   'admin.token': 'bearer token (≥ 16 characters) for `POST /v1/cache/clear`; use `${env:…}` / `${file:…}`',
   'admin.tokenFile': 'file whose first line is the admin token (not both `token` and `tokenFile`); warned about when world-readable',

@@ -15,6 +15,9 @@ import type { Scrubber } from './redact/scrubber.ts'
 import type { Dispatcher } from 'undici'
 import type { BoundExchange } from './inject/inject-step.ts'
 import type { ExchangeOptions } from './observe/request-record.ts'
+import { openConfiguredAudit, type AuditSink } from './observe/audit.ts'
+import { ProxyAuth } from './policy/proxy-auth.ts'
+import { listenUnix } from './proxy/unix-socket.ts'
 
 /** Kept here too for callers that predate `broker.ts`. */
 export { createBroker, isCompiledConfig, type Broker } from './broker.ts'
@@ -26,6 +29,7 @@ export interface DaemonOptions extends BrokerOptions {
 
 export interface Daemon {
   readonly config: Config
+  /** http://host:port, or unix:/path when `listen` is a Unix socket. */
   readonly proxyUrl: string
   readonly adminUrl: string
   readonly logger: Logger
@@ -51,10 +55,22 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     allowLinkLocal: config.upstream.allowLinkLocal,
   })
   const { credentialed, passthrough } = agents
+  let audit: AuditSink | undefined
+  try {
+    // Opened before any listener, so a bad audit.file fails the start; stdout lines go to the log's stream.
+    audit = await openConfiguredAudit(config.audit, {
+      scrub: (text) => broker.scrubber.scrub(text),
+      stdout: opts.logStream ?? process.stdout,
+      onError: (err) => logger.error({ event: 'audit_error', err }, 'the audit sink failed to write a record'),
+    })
+  } catch (err) {
+    await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
+    throw err
+  }
   // The pipeline ends in the agent for the destination's kind: credentialed, or passthrough (link-local guard).
   const send: Dispatcher.Dispatch = (opts, handler) => ((opts as ExchangeOptions & { exchange: BoundExchange }).exchange.binding ? credentialed : passthrough).dispatch(opts, handler)
-  const pipeline = createPipeline({ cache, logger, metrics, retryBodyLimit: config.upstream.retryBodyLimit, requestTimeoutMs: config.upstream.requestTimeout }, send)
-  const forwarder = new Forwarder({ pipeline, observe: { logger, metrics }, retryBodyLimit: config.upstream.retryBodyLimit })
+  const pipeline = createPipeline({ cache, logger, metrics, audit, retryBodyLimit: config.upstream.retryBodyLimit, requestTimeoutMs: config.upstream.requestTimeout }, send)
+  const forwarder = new Forwarder({ pipeline, observe: { logger, metrics, audit }, retryBodyLimit: config.upstream.retryBodyLimit })
   // The CA and X.509 code load only when interception is on.
   const makeInterceptor = extras.interceptor ?? (config.intercept.enabled ? (await import('./intercept/interceptor.ts')).createInterceptor : undefined)
   const interceptor = makeInterceptor ? await makeInterceptor(broker, forwarder) : undefined
@@ -63,6 +79,8 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     forwarder,
     logger,
     metrics,
+    audit,
+    proxyAuth: config.proxyAuth === undefined ? undefined : { check: new ProxyAuth(config.proxyAuth.token), required: config.proxyAuth.required },
     connectTimeoutMs: config.upstream.connectTimeout,
     allowLinkLocal: config.upstream.allowLinkLocal,
     interceptor,
@@ -79,14 +97,23 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
       return c ? cache.clear(c) : undefined
     },
   })
-  await listen(proxy, config.listen.host, config.listen.port)
+  let removeSocket: (() => void) | undefined
   try {
-    await listen(admin, config.admin.listen.host, config.admin.listen.port)
+    if (config.listen.path !== undefined) removeSocket = await listenUnix(proxy, config.listen.path, config.socket)
+    else await listen(proxy, config.listen.host, config.listen.port)
+    try {
+      await listen(admin, config.admin.listen.host, config.admin.listen.port)
+    } catch (err) {
+      proxy.close()
+      removeSocket?.()
+      throw err
+    }
   } catch (err) {
-    proxy.close()
+    await audit?.close()
     throw err
   }
-  const proxyUrl = urlOf(proxy)
+  // A Unix socket was renamed into place after listening: its address is the configured path.
+  const proxyUrl = config.listen.path !== undefined ? `unix:${config.listen.path}` : urlOf(proxy)
   const adminUrl = urlOf(admin)
   logger.info({ event: 'listening', proxy: proxyUrl, admin: adminUrl, credentials: Object.keys(config.credentials), routes: Object.keys(config.routes) }, 'latchkey listening')
   const prefetched = broker.prefetch()
@@ -125,10 +152,11 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         // Blind tunnels carry no request we could wait for: end them now so close() does not hang on them.
         destroyTunnels(proxy)
         await done
+        removeSocket?.()
         await interceptorClosed
         clearTimeout(timer)
         clearInterval(sweep)
-        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
+        await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll(), audit?.close()])
         cache.close()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')

@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   too_many_connections: { status: 503, description: 'The proxy listener holds `limits.maxConnections` connections; this one is answered and closed at once. Retry later.' },
   request_timeout: { status: 408, description: 'The client did not send its request headers within `limits.headersTimeout` (or the whole request within `limits.requestTimeout`).' },
   headers_too_large: { status: 431, description: 'The request headers exceed the size limit.' },
+  policy_denied: { status: 403, description: 'No `allow` rule of the credential bound to this host allows the request\'s method and normalised path; it is not forwarded.' },
+  proxy_auth_required: { status: 407, description: 'The proxy client token (`proxyAuth`) is required and the request (or its CONNECT) carried no valid `Proxy-Authorization`.' },
   route_not_found: { status: 404, description: 'An origin-form request whose first path segment names no route.' },
   secret_unavailable: { status: 503, description: 'The credential for this host could not be fetched and no usable (stale) value is held.' },
   header_value_invalid: { status: 502, description: 'The rendered credential header would contain CR, LF or NUL; it is never sent.' },

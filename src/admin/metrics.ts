@@ -36,6 +36,12 @@ export class Metrics {
   readonly providerThrottled = new Counter({ name: 'latchkey_provider_throttled_total', help: 'Provider calls answered with throttling', labelNames: ['provider'] as const, registers: [this.registry] })
   readonly providerRetries = new Counter({ name: 'latchkey_provider_retries_total', help: 'Provider calls repeated after a transient failure', labelNames: ['provider'] as const, registers: [this.registry] })
   readonly busts = new Counter({ name: 'latchkey_busts_total', help: 'Upstream 401/403 answers to injected requests, by result', labelNames: ['credential', 'result'] as const, registers: [this.registry] })
+  readonly credentialRequests = new Counter({
+    name: 'latchkey_credential_requests_total',
+    help: 'Requests to a credential\'s hosts by credential and outcome (injected, replayed, client_header_kept, refused, error)',
+    labelNames: ['credential', 'outcome'] as const,
+    registers: [this.registry],
+  })
   readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
 
   // Label children bound on first use and kept: the request path does no label hashing.
@@ -43,6 +49,7 @@ export class Metrics {
   readonly #durationChildren = new Map<string, HistogramChild>()
   readonly #denialChildren = new Map<string, CounterChild>()
   readonly #injectionChildren = new Map<string, CounterChild>()
+  readonly #credentialChildren = new Map<string, CounterChild>()
 
   /** `latchkey_requests_total{mode, outcome}` + 1. */
   countRequest(mode: string, outcome: string): void {
@@ -68,6 +75,14 @@ export class Metrics {
   /** `latchkey_injections_total{credential}` + 1. */
   countInjection(credential: string): void {
     bound(this.#injectionChildren, this.injections, 'credential', credential).inc()
+  }
+
+  /** `latchkey_credential_requests_total{credential, outcome}` + 1: credential names come from the config, outcomes from a fixed set. */
+  countCredentialUse(credential: string, outcome: string): void {
+    const key = credential + '\0' + outcome
+    let child = this.#credentialChildren.get(key)
+    if (child === undefined) this.#credentialChildren.set(key, (child = this.credentialRequests.labels({ credential, outcome })))
+    child.inc()
   }
 
   constructor(options: { processMetrics?: boolean } = {}) {

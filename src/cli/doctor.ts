@@ -4,19 +4,21 @@ import type { CompiledCredential, Config } from '../config/load.ts'
 import { createBroker } from '../broker.ts'
 import { normalizeHost } from '../binding/host-pattern.ts'
 import { ERROR_CODES, ProviderError } from '../errors.ts'
-import { isRefusal, TargetResolver, type Resolution } from '../proxy/resolve-target.ts'
+import { isRefusal, rawPathOf, TargetResolver, type Resolution } from '../proxy/resolve-target.ts'
+import { normalizeRequestPath } from '../policy/request-path.ts'
+import { decide } from '../policy/rules.ts'
 import { fetchWithRetry } from '../cache/fetch-with-retry.ts'
 import type { CliIo } from './io.ts'
 
 /**
  * `latchkey doctor`: per provider, reachable and authenticated (and as whom); per
- * credential, fetchable — shown by fingerprint only; with `--dry-run URL`, which
- * credential would be injected, or why none. Returns the exit code (0 ok, 1 a problem).
+ * credential, fetchable — shown by fingerprint only; with `--dry-run [METHOD] URL`, which
+ * credential would be injected (and which allow rule lets the request through), or why none. Returns the exit code (0 ok, 1 a problem).
  */
-export async function doctor(config: Config, io: CliIo, dryRun: string | undefined): Promise<number> {
+export async function doctor(config: Config, io: CliIo, dryRun: { url: string; method: string } | undefined): Promise<number> {
   const out = (s: string) => io.stdout.write(s + '\n')
   let problems = 0
-  if (dryRun !== undefined) return explain(config, dryRun, out)
+  if (dryRun !== undefined) return explain(config, dryRun.url, dryRun.method, out)
   const broker = createBroker({ config, env: io.env, logStream: devNull(), processMetrics: false })
   out('providers:')
   for (const name of Object.keys(config.providers)) {
@@ -55,7 +57,7 @@ export async function doctor(config: Config, io: CliIo, dryRun: string | undefin
  * (absolute form through HTTP_PROXY for http://, CONNECT through HTTPS_PROXY for https://,
  * origin form for a URL on latchkey's own listener), so the answer is the proxy's answer.
  */
-function explain(config: Config, raw: string, out: (s: string) => void): number {
+function explain(config: Config, raw: string, method: string, out: (s: string) => void): number {
   let u: URL
   try {
     u = new URL(raw)
@@ -73,9 +75,9 @@ function explain(config: Config, raw: string, out: (s: string) => void): number 
   const at = `${u.protocol}//${host}:${port}`
   const resolver = new TargetResolver(config)
   if (!tls && host === normalizeHost(config.listen.host) && port === config.listen.port) {
-    return explainTarget(config, at, 'as a route on latchkey\'s listener', resolver.resolve(fakeRequest(u.pathname + u.search, u.host)), out)
+    return explainTarget(config, at, 'as a route on latchkey\'s listener', resolver.resolve(fakeRequest(rawPathOf(raw.trim()), u.host)), method, out)
   }
-  if (!tls) return explainTarget(config, at, 'through the forward proxy (HTTP_PROXY)', resolver.resolve(fakeRequest(raw.trim(), u.host)), out, host, port)
+  if (!tls) return explainTarget(config, at, 'through the forward proxy (HTTP_PROXY)', resolver.resolve(fakeRequest(raw.trim(), u.host)), method, out, host, port)
   if (u.username || u.password) {
     out(`${at} → refused: 400 userinfo_not_allowed (a client sends no userinfo in CONNECT; latchkey never accepts it in a URL)`)
     return 1
@@ -95,13 +97,13 @@ function explain(config: Config, raw: string, out: (s: string) => void): number 
   if (d.kind === 'intercept') {
     out(`${at} → credential ${credentialLine(d.credential)}`)
     out('  through CONNECT (HTTPS_PROXY) with TLS interception: the client must trust latchkey\'s CA')
-    return 0
+    return explainAccess(config, d.credential, method, rawPathOf(raw.trim()), out)
   }
   out(`${at} → no credential is bound to this host; egress: passthrough (CONNECT becomes a blind tunnel, sent without injection)`)
   return 1
 }
 
-function explainTarget(config: Config, at: string, how: string, r: Resolution, out: (s: string) => void, host?: string, port?: number): number {
+function explainTarget(config: Config, at: string, how: string, r: Resolution, method: string, out: (s: string) => void, host?: string, port?: number): number {
   if (isRefusal(r)) {
     if (r.code !== 'egress_denied') {
       out(`${at} → refused ${how}: ${ERROR_CODES[r.code].status} ${r.code}: ${r.message}`)
@@ -118,7 +120,28 @@ function explainTarget(config: Config, at: string, how: string, r: Resolution, o
   out(`${at} → credential ${credentialLine(r.credential)}`)
   if (r.origin.startsWith('https:') && !at.startsWith('https:')) out(`  ${how} latchkey connects with TLS to ${r.host}`)
   else out(`  ${how} latchkey connects to ${r.origin}`)
-  return 0
+  return explainAccess(config, r.credential, method, r.path, out)
+}
+
+/** The proxy client token and the credential's allow rules, as the policy step would apply them to `path` (as sent upstream). */
+function explainAccess(config: Config, c: CompiledCredential, method: string, path: string, out: (s: string) => void): number {
+  if (config.proxyAuth !== undefined && (config.proxyAuth.required || c.requireProxyAuth)) out('  the client must present the proxy client token (Proxy-Authorization), else 407 proxy_auth_required')
+  if (c.rules === undefined) {
+    out(`  ${method}: no allow rules, every method and path is allowed`)
+    return 0
+  }
+  const n = normalizeRequestPath(path)
+  if (!n.ok) {
+    out(`  ${method} → refused: 400 bad_request: ${n.reason}`)
+    return 1
+  }
+  const d = decide(c.rules, method, n.path)
+  if (d.allowed) {
+    out(`  ${method} ${n.path} → allowed by credentials.${c.name}.allow[${d.rule}]${n.path + n.query !== path ? ` (sent as ${n.path}${n.query})` : ''}`)
+    return 0
+  }
+  out(`  ${method} ${n.path} → refused: 403 policy_denied (no rule of credentials.${c.name}.allow matches)`)
+  return 1
 }
 
 /** A bound host on another port or scheme is the usual mistake: say which patterns exist. */

@@ -156,6 +156,8 @@ async function execWith(relay: SignalRelay, io: CliIo, cmd: string[], o: ExecOpt
     listen: Object.freeze({ host: '127.0.0.1', port: 0 }),
     admin: Object.freeze({ ...config.admin, listen: Object.freeze({ host: '127.0.0.1', port: 0 }) }),
     log: Object.freeze({ level: o.logLevel }),
+    // As in the shim: the terminal is the command's, so audit records go only to a file.
+    audit: Object.freeze({ ...config.audit, enabled: config.audit.enabled && config.audit.sink === 'file' }),
     intercept: Object.freeze({ ...config.intercept, enabled: intercept, ...(tempDir ? { caDir: path.join(tempDir, 'ca'), publicCaFile: undefined } : {}) }),
   })
   const starting = startDaemon(

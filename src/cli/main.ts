@@ -3,7 +3,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, Option } from 'commander'
 import { startDaemon } from '../daemon.ts'
-import { checkListeners } from '../config/listeners.ts'
+import { checkListeners, parseListenAddress } from '../config/listeners.ts'
 import { loadConfigFile, type Config, type LoadResult } from '../config/load.ts'
 import { caCommand } from './ca-command.ts'
 import { doctor } from './doctor.ts'
@@ -37,7 +37,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('run the daemon (config from -c, else $LATCHKEY_CONFIG, else ./latchkey.yaml, else env-only mode)')
     .option('-c, --config <file>', 'config file (YAML or JSON)')
     .option('--demo', 'run the built-in local example (env + file secrets) with an echo upstream on 127.0.0.1:8183')
-    .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback)')
+    .option('--listen <host:port>', 'proxy listener, overriding the config (keep it on loopback, or unix:/path/proxy.sock)')
     .option('--admin-listen <host:port>', 'admin listener, overriding the config (a pod binds 0.0.0.0:8182 so kubelet probes reach it)')
     .addOption(new Option('--log-level <level>', 'lowest level logged, overriding log.level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
     .action(async (o: RunOptions) => setCode(await run(io, o)))
@@ -59,16 +59,23 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
 
   program
     .command('doctor')
-    .description('fetch every credential (fingerprints only) and check each provider; --dry-run URL says which credential would be injected')
+    .description('fetch every credential (fingerprints only) and check each provider; --dry-run [METHOD] URL says which credential would be injected and which allow rule lets the request through')
     .option('-c, --config <file>', 'config file')
-    .option('--dry-run <url>', 'say which credential would be injected into a request to URL, or why none')
-    .action(async (o: { config?: string; dryRun?: string }) => {
+    .option('--dry-run <method-and-url...>', 'say which credential would be injected into a request to URL (and whether its allow rules let METHOD through, GET by default), or why none')
+    .option('--method <method>', 'the method for --dry-run (as `--dry-run METHOD URL`)')
+    .action(async (o: { config?: string; dryRun?: string[]; method?: string }) => {
       const r = loadFrom(findConfig(o.config, io), io)
       if (!r.ok) {
         io.stderr.write(formatIssues(r.issues))
         return setCode(2) // as check and run: 2 is "the configuration is invalid" for every command
       }
-      setCode(await doctor(r.config, io, o.dryRun))
+      const d = o.dryRun
+      if (d !== undefined && d.length > 2) {
+        io.stderr.write(`latchkey doctor: --dry-run takes [METHOD] URL, got ${d.length} arguments\n`)
+        return setCode(2)
+      }
+      const dryRun = d === undefined ? undefined : { url: d[d.length - 1] as string, method: (d.length === 2 ? d[0] : o.method) ?? 'GET' }
+      setCode(await doctor(r.config, io, dryRun))
     })
 
   program
@@ -109,11 +116,11 @@ interface RunOptions {
 }
 
 /** Apply --listen / --admin-listen to a loaded config (validated like the file's values). */
-function withListenOverrides(config: Config, o: RunOptions): Config | string {
+function withListenOverrides(config: Config, o: RunOptions, cwd: string): Config | string {
   const parse = (v: string, flag: string) => {
-    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(v)
-    if (!m || Number(m[3]) > 65535) return `${flag}: expected host:port, got ${JSON.stringify(v)}`
-    return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) }
+    // Only the proxy listener may be a Unix socket (a relative path is against the working directory).
+    const r = parseListenAddress(v, flag === '--listen' ? (p) => path.resolve(cwd, p) : undefined)
+    return typeof r === 'string' ? `${flag}: ${r}` : r
   }
   let listen = config.listen
   let admin = config.admin
@@ -171,7 +178,7 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
     io.stderr.write(formatIssues(result.issues))
     return 2
   }
-  const config = withListenOverrides(result.config, o)
+  const config = withListenOverrides(result.config, o, io.cwd)
   if (typeof config === 'string') {
     io.stderr.write(`latchkey: ${config}\n`)
     return 2

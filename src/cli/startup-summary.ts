@@ -1,3 +1,4 @@
+import { formatListen } from '../config/listeners.ts'
 import type { Config } from '../config/load.ts'
 
 /**
@@ -24,7 +25,7 @@ export function listenFailure(err: unknown, config: Config, extra?: { name: stri
   if (e.code !== 'EADDRINUSE' && e.code !== 'EACCES' && e.code !== 'EADDRNOTAVAIL') return e.message
   const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : 'address not available on this machine'
   const listeners = [
-    { name: 'proxy listener', address: `${config.listen.host}:${config.listen.port}`, port: config.listen.port, setting: '--listen / listen' },
+    { name: 'proxy listener', address: formatListen(config.listen), port: config.listen.port, setting: '--listen / listen' },
     { name: 'admin listener', address: `${config.admin.listen.host}:${config.admin.listen.port}`, port: config.admin.listen.port, setting: '--admin-listen / admin.listen' },
   ]
   const which = extra ?? listeners.find((l) => l.port === e.port) ?? listeners[0]!

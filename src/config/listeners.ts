@@ -4,6 +4,34 @@ import type { ConfigIssue } from '../errors.ts'
 export interface ListenAddress {
   host: string
   port: number
+  /** A Unix socket (`listen: unix:/path`): host and port are then '' and 0. Reachable only through the file system, so local. */
+  path?: string | undefined
+}
+
+/** `unix:/path` or host:port, as a listen address is written. */
+export function formatListen(a: ListenAddress): string {
+  if (a.path !== undefined) return `unix:${a.path}`
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+/**
+ * `unix:/path` (relative paths against `baseDir`) or host:port; port 0 (pick a free port) is
+ * valid for a listener. The socket path must fit `sun_path` (107 bytes on Linux).
+ */
+export function parseListenAddress(value: string, resolvePath: ((p: string) => string) | undefined): ListenAddress | string {
+  if (value.startsWith('unix:')) {
+    if (resolvePath === undefined) return 'a Unix socket is only available for the proxy listener'
+    const p = value.slice('unix:'.length)
+    if (p === '') return 'unix: needs a socket path, e.g. unix:/run/latchkey/proxy.sock'
+    const full = resolvePath(p)
+    if (Buffer.byteLength(full) > 107) return `the socket path ${full} is longer than the 107 bytes a Unix socket path may have`
+    return { host: '', port: 0, path: full }
+  }
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(value)
+  if (!m) return `expected host:port${resolvePath ? ' or unix:/path' : ''}, got ${JSON.stringify(value)}`
+  const port = Number(m[3])
+  if (port > 65535) return `port ${port} is out of range (0-65535; 0 picks a free port)`
+  return { host: (m[1] ?? m[2]) as string, port }
 }
 
 /** What the listener rule reads from a config (also after `--listen` / `--admin-listen`). */
@@ -33,9 +61,7 @@ export function isLoopbackHost(host: string): boolean {
   return isIPv4(h) && h.startsWith('127.')
 }
 
-function address(a: ListenAddress): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
-}
+const address = formatListen
 
 /**
  * The listener rule. A proxy listener off loopback injects credentials into requests from
@@ -47,7 +73,7 @@ function address(a: ListenAddress): string {
 export function checkListeners(s: ListenerSettings, keys: { listen: string; adminListen: string } = { listen: 'listen', adminListen: 'admin.listen' }): ListenerReport {
   const issues: ConfigIssue[] = []
   const warnings: string[] = []
-  if (!isLoopbackHost(s.listen.host)) {
+  if (s.listen.path === undefined && !isLoopbackHost(s.listen.host)) {
     if (s.exposed === undefined) {
       issues.push({
         path: keys.listen,

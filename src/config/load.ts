@@ -13,7 +13,7 @@ import type { LogLevel, RawConfig } from './schema.ts'
 import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
 import { parseSections, type ParsedSections } from './parse-sections.ts'
-import { checkListeners, type ListenAddress } from './listeners.ts'
+import { checkListeners, parseListenAddress, type ListenAddress } from './listeners.ts'
 import { suggestKeys } from './suggest-keys.ts'
 import { compileRules, type CompiledRule } from '../policy/rules.ts'
 
@@ -59,6 +59,8 @@ export interface ProviderConfig {
 /** The validated, frozen configuration the daemon runs on. */
 export interface Config {
   readonly listen: ListenAddress
+  /** File mode (a number) and owner of the proxy's Unix socket, when `listen` is `unix:`. */
+  readonly socket: { readonly mode: number; readonly owner: number | undefined; readonly group: number | undefined }
   /** The proxy listener may bind a non-loopback address, for this reason (see listeners.ts). */
   readonly exposed: { readonly reason: string } | undefined
   readonly admin: { readonly listen: ListenAddress; readonly token: string | undefined }
@@ -310,7 +312,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     }
   }
 
-  const listen = parseListen(raw.listen, 'listen', issues)
+  const listen = parseListen(raw.listen, 'listen', issues, resolvePath)
   const adminListen = parseListen(raw.admin.listen, 'admin.listen', issues)
   const exposed = raw.exposed === undefined ? undefined : Object.freeze({ reason: raw.exposed.reason })
   if (listen && adminListen) {
@@ -322,6 +324,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
 
   const config: Config = {
     listen: listen as ListenAddress,
+    socket: Object.freeze({ mode: parseInt(raw.socket.mode, 8), owner: raw.socket.owner, group: raw.socket.group }),
     exposed,
     admin: Object.freeze({ listen: adminListen as ListenAddress, token: adminToken }),
     log: Object.freeze({ level: raw.log.level, format: raw.log.format }),
@@ -348,19 +351,13 @@ export function compileConfig(raw: unknown, opts: LoadOptions): Config {
   return r.config
 }
 
-function parseListen(value: string, at: string, issues: ConfigIssue[]): ListenAddress | undefined {
-  // Port 0 (pick a free port) is valid for a listener, unlike for a destination.
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]+)):(\d{1,5})$/.exec(value)
-  const port = Number(m?.[3])
-  if (!m) {
-    issues.push({ path: at, message: `expected host:port, got ${JSON.stringify(value)}` })
+function parseListen(value: string, at: string, issues: ConfigIssue[], resolvePath?: (p: string) => string): ListenAddress | undefined {
+  const r = parseListenAddress(value, resolvePath)
+  if (typeof r === 'string') {
+    issues.push({ path: at, message: r })
     return undefined
   }
-  if (port > 65535) {
-    issues.push({ path: at, message: `port ${port} is out of range (0-65535; 0 picks a free port)` })
-    return undefined
-  }
-  return { host: (m[1] ?? m[2]) as string, port }
+  return r
 }
 
 /** Provider options: `dir` and every `*File` key, at any depth (e.g. `auth.secretIdFile`), resolve against the config's directory. */

@@ -112,8 +112,26 @@ export const providerEntrySchema = z.object({ type: z.string() }).passthrough()
  * document fails, and still run its cross-field checks on the parts that are valid.
  */
 export const configShape = {
-  /** Proxy listener: reverse routes + forward proxy. */
-  listen: listenAddress.default('127.0.0.1:8181'),
+  /**
+   * Proxy listener: reverse routes + forward proxy. `host:port`, or `unix:/path/to/proxy.sock`
+   * for a Unix socket only local users with access to the file can reach (see `socket`).
+   */
+  listen: z
+    .string()
+    .regex(/^(unix:.+|(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5})$/, 'expected host:port (127.0.0.1:8181) or unix:/path/to/proxy.sock')
+    .default('127.0.0.1:8181'),
+  /** The Unix socket of `listen: unix:...`: its file mode (octal, as a string) and owner. */
+  socket: z
+    .object({
+      /** File mode of the socket, as an octal string ("0600": only its owner may connect; "0660": its group too). */
+      mode: z.string().regex(/^0?[0-7]{3}$/, 'write the mode as an octal string, e.g. "0600" or "0660"').default('0600'),
+      /** Numeric user id to own the socket (changing it needs the privilege to chown). */
+      owner: z.number().int().min(0).optional(),
+      /** Numeric group id of the socket (with mode "0660", the group whose members may connect). */
+      group: z.number().int().min(0).optional(),
+    })
+    .strict()
+    .default({ mode: '0600' }),
   /**
    * The proxy listener (`listen`) may bind an address other than loopback. Without this a
    * non-loopback `listen` is refused: anyone who can reach the proxy gets credentials

@@ -48,6 +48,16 @@ export function hasHeader(headers: Headers, lowerName: string): boolean {
   return false
 }
 
+/** The first value of a header (name in lowercase), if the request carries it. */
+export function headerValue(headers: Headers, lowerName: string): string | undefined {
+  if (isFlat(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) if (sameName(headers[i] as string, lowerName)) return headers[i + 1] as string
+    return undefined
+  }
+  for (const [name, value] of pairs(headers)) if (name.toLowerCase() === lowerName) return value
+  return undefined
+}
+
 /** The headers with every field called `lowerName` replaced by one `name: value`. */
 export function withHeader(headers: Headers, lowerName: string, value: string): string[] {
   const out: string[] = []

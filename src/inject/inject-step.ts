@@ -162,6 +162,7 @@ class InjectedRequest {
   #first(resolved: Resolved): void {
     if (this.#proxy.aborted) return this.#fail(this.#proxy.reason ?? new Error('aborted'))
     this.#used = resolved
+    this.#ex.secret = resolved.secret
     this.#deps.metrics.countInjection(this.#credential.name)
     this.#send(new Attempt(this, 1), resolved.headerValue)
   }
@@ -247,6 +248,7 @@ class InjectedRequest {
       if (!held.ended && held.error === undefined) attempt.controller?.abort(new Error('superseded by a replay with a refreshed credential'))
       this.#ex.outcome = 'replayed'
       this.#used = fresh
+      this.#ex.secret = fresh.secret
       this.#deps.metrics.replays.inc({ credential: this.#credential.name })
       this.#deps.logger.info({ event: 'replay', mode: this.#ex.mode, credential: this.#credential.name, host: this.#ex.host, status: held.statusCode }, 'replaying with the refreshed credential')
       this.#send(new Attempt(this, 2), fresh.headerValue)

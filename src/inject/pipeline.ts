@@ -1,7 +1,10 @@
 import type { Dispatcher } from 'undici'
 import type { CompiledCredential } from '../config/load.ts'
 import { errors, LatchkeyError } from '../errors.ts'
+import type { AuditSink } from '../observe/audit.ts'
 import { observeStep, type Exchange, type Mode, type Outcome } from '../observe/request-record.ts'
+import { policyStep } from '../policy/policy-step.ts'
+import type { SecretValue } from '../providers/secret-value.ts'
 import { mapUpstreamError } from '../proxy/upstream.ts'
 import { injectStep, type BoundExchange, type InjectDeps } from './inject-step.ts'
 
@@ -14,9 +17,11 @@ export type Step = Dispatcher.DispatcherComposeInterceptor
  * a request signer) is one more entry in this list; it reads the request from the dispatch
  * options (`method`, `path`, `headers`, `body`, `origin`) and its record from `opts.exchange`.
  */
-export function createPipeline(deps: InjectDeps, send: Dispatcher.Dispatch): Dispatcher.Dispatch {
+export function createPipeline(deps: InjectDeps & { readonly audit?: AuditSink | undefined }, send: Dispatcher.Dispatch): Dispatcher.Dispatch {
   const steps: readonly Step[] = [
-    observeStep({ logger: deps.logger, metrics: deps.metrics, classify }),
+    observeStep({ logger: deps.logger, metrics: deps.metrics, classify, audit: deps.audit }),
+    // Before inject: a refused request never waits for a secret.
+    policyStep(),
     injectStep(deps),
   ]
   return steps.reduceRight<Dispatcher.Dispatch>((next, step) => step(next), send)
@@ -34,19 +39,27 @@ export class RequestExchange implements BoundExchange {
   readonly mode: Mode
   readonly binding: CompiledCredential | undefined
   readonly credentialName: string | undefined
+  readonly provider: string | undefined
   readonly host: string
   readonly route: string | undefined
   readonly method: string
-  readonly path: string
+  path: string
   readonly started = performance.now()
   outcome: Outcome
   status = 0
   failure: LatchkeyError | undefined = undefined
+  rule: number | undefined = undefined
+  secret: SecretValue | undefined = undefined
+  bytesIn = 0
+  bytesOut = 0
+  readonly traceparent: string | undefined
 
-  constructor(mode: Mode, binding: CompiledCredential | undefined, host: string, route: string | undefined, method: string, path: string) {
+  constructor(mode: Mode, binding: CompiledCredential | undefined, host: string, route: string | undefined, method: string, path: string, traceparent?: string) {
     this.mode = mode
     this.binding = binding
     this.credentialName = binding?.name
+    this.provider = binding?.provider
+    this.traceparent = traceparent
     this.host = host
     this.route = route
     this.method = method

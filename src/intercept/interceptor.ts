@@ -8,7 +8,7 @@ import type { ErrorCode } from '../errors.ts'
 import type { Forwarder } from '../proxy/forward.ts'
 import { normalizeHost, sameAuthority } from '../binding/host-pattern.ts'
 import type { ConnectInterceptor } from '../proxy/proxy-server.ts'
-import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget } from '../proxy/resolve-target.ts'
+import { DUPLICATE_HOST, hasDuplicateHost, interceptedTarget, rawPathOf } from '../proxy/resolve-target.ts'
 import { createEdgeServer, refuse, type Edge } from '../proxy/edge.ts'
 import { sendSocketError } from '../proxy/respond.ts'
 import { caScopeFor, loadOrCreateCa, type LoadedCa } from './ca-store.ts'
@@ -217,7 +217,7 @@ function requestPath(req: IncomingMessage, t: Tunnel): string | { code: ErrorCod
       return { code: 'bad_request', message: 'the request target is not a valid URI' }
     }
     if (!sameDestination(u.host, t)) return mismatch
-    return u.pathname + u.search
+    return rawPathOf(url)
   }
   return { code: 'bad_request', message: 'inside a tunnel the request target must be a path (/...) or an https:// URI' }
 }

@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Writable } from 'node:stream'
+import { ConfigError } from '../errors.ts'
 
 /**
  * The audit record: one line per credentialed request and per refusal, on a sink of its own
@@ -9,7 +10,8 @@ import type { Writable } from 'node:stream'
  * normalised path latchkey matched and sent. The line still goes through the scrubber, so a
  * secret a client put into a path is hidden like everywhere else.
  */
-export type AuditOutcome = 'injected' | 'replayed' | 'refused' | 'error'
+/** `client_header_kept`: the client sent its own header and the credential's `overwrite` is false, so nothing was injected. */
+export type AuditOutcome = 'injected' | 'replayed' | 'refused' | 'error' | 'client_header_kept'
 
 export interface AuditRecord {
   credential: string | undefined
@@ -125,4 +127,54 @@ async function openRotatingFile(opts: AuditOptions, onError: (err: Error) => voi
   chmodSync(file, 0o600)
   stream.on('error', onError)
   return stream
+}
+
+/** The `audit` section of a compiled config. */
+export interface AuditConfig extends Omit<AuditOptions, 'file'> {
+  readonly enabled: boolean
+  readonly file?: string | undefined
+}
+
+/**
+ * The configured sink, or undefined when audit is off. A file that cannot be opened is a
+ * configuration problem named by its key (the daemon fails to start with it).
+ */
+export async function openConfiguredAudit(a: AuditConfig, deps: AuditDeps): Promise<AuditSink | undefined> {
+  if (!a.enabled) return undefined
+  try {
+    return await createAuditSink({ sink: a.sink, file: a.file, maxSize: a.maxSize, keep: a.keep, sampling: a.sampling }, deps)
+  } catch (err) {
+    throw new ConfigError([{ path: 'audit.file', message: `cannot open the audit file ${a.file ?? '(unset)'}: ${(err as Error).message}` }])
+  }
+}
+
+/**
+ * A sink usable at once while the real one opens (the in-process shim starts synchronously):
+ * records written before it is open are queued in order; if it fails to open they are dropped
+ * (`onError` was told).
+ */
+export function deferredAuditSink(opening: Promise<AuditSink | undefined>, onError: (err: Error) => void): AuditSink {
+  let sink: AuditSink | undefined
+  let queue: AuditRecord[] | undefined = []
+  opening.then(
+    (s) => {
+      sink = s
+      for (const r of queue ?? []) s?.write(r)
+      queue = undefined
+    },
+    (err: unknown) => {
+      queue = undefined
+      onError(err as Error)
+    },
+  )
+  return {
+    write(r) {
+      if (sink !== undefined) sink.write(r)
+      else queue?.push(r)
+    },
+    async close() {
+      const s = await opening.catch(() => undefined)
+      await s?.close()
+    },
+  }
 }

@@ -4,12 +4,15 @@ import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { Metrics } from '../admin/metrics.ts'
 import { errors, type LatchkeyError } from '../errors.ts'
+import { headerValue } from '../inject/header-list.ts'
+import type { SecretValue } from '../providers/secret-value.ts'
+import type { AuditRecord, AuditSink } from './audit.ts'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
 
 export type Mode = 'route' | 'forward' | 'intercept' | 'shim'
-export type Outcome = 'injected' | 'passthrough' | 'replayed' | 'client_header_kept' | 'error'
+export type Outcome = 'injected' | 'passthrough' | 'replayed' | 'client_header_kept' | 'refused' | 'error'
 
 /**
  * What one request through the pipeline did, filled in by the steps and written out once
@@ -20,18 +23,30 @@ export interface Exchange {
   readonly mode: Mode
   /** The bound credential's name, for logs and metric labels. */
   readonly credentialName: string | undefined
+  /** Its provider's name (the audit record's `provider`). */
+  readonly provider: string | undefined
   /** host:port as matched. */
   readonly host: string
   readonly route: string | undefined
   readonly method: string
-  /** Path and query sent upstream (the query is cut before logging). */
-  readonly path: string
+  /** Path and query sent upstream (the query is cut before logging); the policy step replaces it with the normalised path. */
+  path: string
   /** performance.now() at arrival. */
   readonly started: number
   outcome: Outcome
   status: number
   /** Set once the request failed: always a registry error. */
   failure: LatchkeyError | undefined
+  /** Index of the `allow` rule that allowed the request (the credential has rules). */
+  rule: number | undefined
+  /** The value injected (its version and fingerprint go into the audit record, never the value). */
+  secret: SecretValue | undefined
+  /** Request body bytes sent upstream (as known before sending). */
+  bytesIn: number
+  /** Response body bytes passed to the client. */
+  bytesOut: number
+  /** The client's W3C trace context, when well-formed. */
+  readonly traceparent: string | undefined
 }
 
 /** Dispatch options inside the pipeline: undici's, plus the request's record. */
@@ -44,6 +59,8 @@ export interface ObserveOptions {
   readonly metrics: Metrics
   /** Turns a transport error into the registry error that is logged and answered. */
   readonly classify: (err: Error, exchange: Exchange) => LatchkeyError
+  /** Where the audit record of a credentialed request or a refusal goes; none = no audit. */
+  readonly audit?: AuditSink | undefined
 }
 
 /**
@@ -54,7 +71,9 @@ export interface ObserveOptions {
 export function observeStep(o: ObserveOptions): Dispatcher.DispatcherComposeInterceptor {
   return (dispatch) =>
     function observe(opts, handler) {
-      const r = new ObservedRequest(o, (opts as ExchangeOptions).exchange, handler)
+      const ex = (opts as ExchangeOptions).exchange
+      if (o.audit !== undefined) ex.bytesIn = bodyBytes(opts)
+      const r = new ObservedRequest(o, ex, handler)
       try {
         return dispatch(opts, r)
       } catch (err) {
@@ -122,6 +141,7 @@ class ObservedRequest implements Handler, Controller {
   }
 
   onResponseData(_controller: Controller, chunk: Buffer): void {
+    this.#ex.bytesOut += chunk.length
     this.#handler.onResponseData?.(this, chunk)
   }
 
@@ -132,7 +152,8 @@ class ObservedRequest implements Handler, Controller {
 
   onResponseError(_controller: Controller, err: Error): void {
     const ex = this.#ex
-    ex.outcome = 'error'
+    // A step that refused the request (policy) said so; anything else that fails is an error.
+    if (ex.outcome !== 'refused') ex.outcome = 'error'
     ex.failure = this.#clientAborted ? errors.client_closed('the client went away before the response was complete', { cause: err }) : this.#o.classify(err, ex)
     this.#finish()
     this.#handler.onResponseError?.(this, err)
@@ -145,13 +166,15 @@ class ObservedRequest implements Handler, Controller {
   }
 }
 
-/** The request's metrics and log line, from its record. */
-export function writeRecord(o: Pick<ObserveOptions, 'logger' | 'metrics'>, ex: Exchange): void {
+/** The request's metrics, log line and audit record, from its record. */
+export function writeRecord(o: Pick<ObserveOptions, 'logger' | 'metrics' | 'audit'>, ex: Exchange): void {
   const seconds = (performance.now() - ex.started) / 1000
   const code = ex.failure?.code
   o.metrics.countRequest(ex.mode, ex.outcome)
   o.metrics.observeDuration(ex.mode, seconds)
   if (code !== undefined && code !== 'client_closed') o.metrics.countDenial(code)
+  if (ex.credentialName !== undefined) o.metrics.countCredentialUse(ex.credentialName, ex.outcome)
+  if (o.audit !== undefined && (ex.credentialName !== undefined || ex.outcome === 'refused')) o.audit.write(auditRecord(ex, seconds))
   if (!o.logger.isLevelEnabled('info')) return
   const q = ex.path.indexOf('?')
   o.logger.info(
@@ -167,6 +190,7 @@ export function writeRecord(o: Pick<ObserveOptions, 'logger' | 'metrics'>, ex: E
       durationMs: Math.round(seconds * 10_000) / 10,
       outcome: ex.outcome,
       code,
+      rule: ex.rule,
     },
     'request',
   )
@@ -176,4 +200,38 @@ export function writeRecord(o: Pick<ObserveOptions, 'logger' | 'metrics'>, ex: E
 function statusOf(ex: Exchange): number {
   const f = ex.failure
   return f !== undefined && ex.status === 0 && f.code !== 'client_closed' ? f.status : ex.status
+}
+
+/** The audit record of one request: identifiers of the value (never the value), the path without its query. */
+function auditRecord(ex: Exchange, seconds: number): AuditRecord {
+  const q = ex.path.indexOf('?')
+  const colon = ex.host.lastIndexOf(':')
+  const secret = ex.outcome === 'injected' || ex.outcome === 'replayed' ? ex.secret : undefined
+  return {
+    credential: ex.credentialName,
+    provider: ex.provider,
+    version: secret?.version,
+    fingerprint: secret?.fingerprint(),
+    host: colon === -1 ? ex.host : ex.host.slice(0, colon),
+    port: colon === -1 ? 0 : Number(ex.host.slice(colon + 1)),
+    method: ex.method,
+    path: q === -1 ? ex.path : ex.path.slice(0, q),
+    rule: ex.rule,
+    status: statusOf(ex),
+    outcome: ex.outcome === 'passthrough' ? 'refused' : ex.outcome,
+    code: ex.failure?.code,
+    durationMs: Math.round(seconds * 10_000) / 10,
+    bytesIn: ex.bytesIn,
+    bytesOut: ex.bytesOut,
+    traceparent: ex.traceparent,
+  }
+}
+
+/** Request body bytes as far as they are known before sending: a buffered body's length, else Content-Length. */
+function bodyBytes(opts: Dispatcher.DispatchOptions): number {
+  const b = opts.body
+  if (typeof b === 'string') return Buffer.byteLength(b)
+  if (b instanceof Uint8Array) return b.byteLength
+  if (b === undefined || b === null) return 0
+  return Number(headerValue(opts.headers, 'content-length')) || 0
 }

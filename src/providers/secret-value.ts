@@ -11,6 +11,7 @@ const REDACTED = '[REDACTED]'
  */
 export class SecretValue {
   readonly #value: string
+  #fingerprint: string | undefined
   /** The provider's version id for this value, when it has one (not secret). */
   readonly version: string | undefined
   /**
@@ -32,7 +33,8 @@ export class SecretValue {
 
   /** `sha256:` + 8 hex of the value's hash: lets a human tell two values apart. */
   fingerprint(): string {
-    return fingerprint(this.#value)
+    // Cached: the audit record names the value of every credentialed request.
+    return (this.#fingerprint ??= fingerprint(this.#value))
   }
 
   equals(other: SecretValue | undefined): boolean {

@@ -2,7 +2,9 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
-import type { ErrorCode } from '../errors.ts'
+import type { CompiledCredential } from '../config/load.ts'
+import { ERROR_CODES, type ErrorCode } from '../errors.ts'
+import { wellFormedTraceparent, type AuditSink } from '../observe/audit.ts'
 import { sendError, sendSocketError } from './respond.ts'
 
 /**
@@ -16,6 +18,48 @@ export interface Edge {
   readonly metrics: Metrics
   /** Logged on the edge's own lines; undefined for the proxy listener (its mode depends on the request). */
   readonly mode: 'intercept' | undefined
+  /** Where refusals about a destination are recorded (see AUDITED_REFUSALS). */
+  readonly audit?: AuditSink | undefined
+}
+
+/**
+ * Edge refusals that get an audit record: those about who asked or where a request was going.
+ * Malformed requests, unknown routes and limits are logged and counted, not audited: they name
+ * no destination a credential could have gone to.
+ */
+const AUDITED_REFUSALS: ReadonlySet<ErrorCode> = new Set(['proxy_auth_required', 'egress_denied', 'link_local_denied', 'intercept_disabled', 'intercept_port_not_allowed'])
+
+/** The request's destination as far as an edge refusal knows it. */
+export interface RefusedDestination {
+  readonly host: string
+  readonly port: number
+  /** Path without its query; empty for CONNECT. */
+  readonly path: string
+  readonly credential: CompiledCredential | undefined
+}
+
+/** One audit record for a refusal at the edge (nothing was fetched or sent). */
+export function auditRefusal(edge: Edge, code: ErrorCode, method: string, d: RefusedDestination, traceparent: string | string[] | undefined): void {
+  if (edge.audit === undefined || !AUDITED_REFUSALS.has(code)) return
+  if (d.credential !== undefined) edge.metrics.countCredentialUse(d.credential.name, 'refused')
+  edge.audit.write({
+    credential: d.credential?.name,
+    provider: d.credential?.provider,
+    version: undefined,
+    fingerprint: undefined,
+    host: d.host,
+    port: d.port,
+    method,
+    path: d.path,
+    rule: undefined,
+    status: ERROR_CODES[code].status,
+    outcome: 'refused',
+    code,
+    durationMs: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    traceparent: wellFormedTraceparent(traceparent),
+  })
 }
 
 /** The parser options of every edge: strict parsing, no Host required (HTTP/1.0 clients), 16 KiB of headers. */
@@ -29,12 +73,12 @@ export function createEdgeServer(edge: Edge, timeouts: http.ServerOptions, onReq
 }
 
 /** A request refused before it reaches the pipeline: one denial metric, one `denied` log line, a registry error body. */
-export function refuse(edge: Edge, res: ServerResponse, req: IncomingMessage, mode: string, code: ErrorCode, message: string, target: string): void {
+export function refuse(edge: Edge, res: ServerResponse, req: IncomingMessage, mode: string, code: ErrorCode, message: string, target: string, extra?: Readonly<Record<string, string>>): void {
   edge.metrics.countDenial(code)
   edge.metrics.countRequest(mode, 'refused')
   edge.logger.info({ event: 'denied', mode: edge.mode, method: req.method, code, target }, message)
   req.resume()
-  sendError(res, code, message)
+  sendError(res, code, message, extra)
 }
 
 function clientError(edge: Edge, err: NodeJS.ErrnoException, socket: Socket): void {

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Dispatcher } from 'undici'
 import { errors } from '../errors.ts'
 import { RequestExchange } from '../inject/pipeline.ts'
+import { wellFormedTraceparent } from '../observe/audit.ts'
 import { writeRecord, type ExchangeOptions, type ObserveOptions } from '../observe/request-record.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './hop-by-hop.ts'
 import { hasBody, prepareBody } from './request-body.ts'
@@ -14,7 +15,7 @@ export interface ForwarderOptions {
   /** The credential pipeline (see `createPipeline`). */
   pipeline: Dispatcher.Dispatch
   /** Where a request that fails before it reaches the pipeline is recorded. */
-  observe: Pick<ObserveOptions, 'logger' | 'metrics'>
+  observe: Pick<ObserveOptions, 'logger' | 'metrics' | 'audit'>
   /** Bodies of credentialed requests up to this size are buffered, so they can be replayed. */
   retryBodyLimit: number
 }
@@ -35,7 +36,7 @@ export class Forwarder {
 
   handle(req: IncomingMessage, res: ServerResponse, target: Target): void {
     const method = req.method ?? 'GET'
-    const ex = new RequestExchange(target.mode, target.credential, target.host, target.route, method, target.path)
+    const ex = new RequestExchange(target.mode, target.credential, target.host, target.route, method, target.path, wellFormedTraceparent(req.headers.traceparent))
     const headers = upstreamRequestHeaders(req.rawHeaders, req.headers.connection, undefined)
     headers.push('host', target.hostHeader)
     const writer = new ResponseWriter(res, ex)

@@ -136,7 +136,8 @@ export class TargetResolver {
         return refuse('host_mismatch', 'the Host header and the absolute request URI name different destinations')
       }
     }
-    const path = u.pathname + u.search
+    // The path as received (never URL.pathname, which resolves dot-segments on its own terms): the policy step normalises it once.
+    const path = rawPathOf(raw)
     // A credentialed destination is reached over TLS: port 80 becomes 443, another explicit port keeps its number.
     const tlsPort = port === 80 ? 443 : port
     const overTls = this.match(host, tlsPort, true)
@@ -215,6 +216,15 @@ export const DUPLICATE_HOST: Refusal = Object.freeze({ refused: true, code: 'bad
 
 function refuse(code: ErrorCode, message: string): Refusal {
   return { refused: true, code, message }
+}
+
+/** The path and query of an absolute-form target as received (`/` when it has none); the fragment is dropped. */
+export function rawPathOf(absolute: string): string {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(absolute)
+  let rest = m === null ? absolute : absolute.slice(m[0].length)
+  const hash = rest.indexOf('#')
+  if (hash !== -1) rest = rest.slice(0, hash)
+  return rest.startsWith('/') ? rest : '/' + rest
 }
 
 function unbracket(host: string): string {

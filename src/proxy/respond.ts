@@ -6,7 +6,7 @@ import { ERROR_CODES, type ErrorCode } from '../errors.ts'
  * Refusals and failures: a JSON body `{"error": code, "message": ...}` and an
  * `X-Latchkey-Error` header. Messages name credentials, hosts and codes — never values.
  */
-export function sendError(res: ServerResponse, code: ErrorCode, message: string): void {
+export function sendError(res: ServerResponse, code: ErrorCode, message: string, extra?: Readonly<Record<string, string>>): void {
   const status = ERROR_CODES[code].status
   if (res.headersSent) {
     res.destroy()
@@ -18,6 +18,7 @@ export function sendError(res: ServerResponse, code: ErrorCode, message: string)
     'content-length': Buffer.byteLength(body),
     'x-latchkey-error': code,
     'cache-control': 'no-store',
+    ...extra,
   })
   res.end(body)
 }
@@ -28,7 +29,7 @@ export function sendError(res: ServerResponse, code: ErrorCode, message: string)
  * response 403"), so the code and message also go in the status line's reason phrase and in a
  * `Proxy-Status` header (RFC 9209), both of which `curl -v` prints.
  */
-export function sendSocketError(socket: Duplex, code: ErrorCode, message: string): void {
+export function sendSocketError(socket: Duplex, code: ErrorCode, message: string, extra?: Readonly<Record<string, string>>): void {
   if (!socket.writable) {
     socket.destroy()
     return
@@ -39,7 +40,8 @@ export function sendSocketError(socket: Duplex, code: ErrorCode, message: string
   const text = message.replace(/[^\t\x20-\x7e]/g, '?')
   const kind = status === 403 ? 'http_request_denied' : status < 500 ? 'http_request_error' : 'proxy_internal_error'
   const proxyStatus = `latchkey; error=${kind}; details="${code}: ${text.replace(/["\\]/g, '\\$&')}"`
+  const more = extra === undefined ? '' : Object.entries(extra).map(([k, v]) => `${k}: ${v}\r\n`).join('')
   socket.end(
-    `HTTP/1.1 ${status} ${code}: ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-latchkey-error: ${code}\r\nproxy-status: ${proxyStatus}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${code}: ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-latchkey-error: ${code}\r\nproxy-status: ${proxyStatus}\r\n${more}connection: close\r\n\r\n${body}`,
   )
 }

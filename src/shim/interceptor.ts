@@ -8,6 +8,8 @@ import { compileConfig } from '../config/load.ts'
 import { normalizeHost } from '../binding/host-pattern.ts'
 import { createBroker, isCompiledConfig, type Broker } from '../broker.ts'
 import { createPipeline, RequestExchange } from '../inject/pipeline.ts'
+import { headerValue } from '../inject/header-list.ts'
+import { deferredAuditSink, openConfiguredAudit, wellFormedTraceparent } from '../observe/audit.ts'
 import type { ExchangeOptions } from '../observe/request-record.ts'
 
 export interface LatchkeyInterceptorOptions {
@@ -84,9 +86,16 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
       })
   const target = options.dispatcher ?? (own as Agent)
   const toBound: Dispatcher.Dispatch = target.dispatch.bind(target)
+  // In-process, audit goes only to a file: the application's stdout is its own.
+  const auditConfig = broker.config.audit
+  const onAuditError = (err: Error): void => broker.logger.error({ event: 'audit_error', err }, 'the audit sink failed; audit records are not written')
+  const audit =
+    auditConfig.enabled && auditConfig.sink === 'file'
+      ? deferredAuditSink(openConfiguredAudit(auditConfig, { scrub: (text) => broker.scrubber.scrub(text), stdout: process.stderr, onError: onAuditError }), onAuditError)
+      : undefined
   // The same pipeline as the daemon's, ending in latchkey's agent (or the one given).
   const pipeline = createPipeline(
-    { cache: broker.cache, logger: broker.logger, metrics: broker.metrics, retryBodyLimit: upstream.retryBodyLimit, requestTimeoutMs: upstream.requestTimeout },
+    { cache: broker.cache, logger: broker.logger, metrics: broker.metrics, audit, retryBodyLimit: upstream.retryBodyLimit, requestTimeoutMs: upstream.requestTimeout },
     toBound,
   )
   const origins = new LRUCache<string, Destination | false>({ max: ORIGIN_MEMO_MAX })
@@ -106,7 +115,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
       const d = destination(opts.origin)
       const credential = d ? broker.binding.match(d.host, d.port, d.tls) : undefined
       if (!d || !credential) return dispatch(opts, handler)
-      const exchange = new RequestExchange('shim', credential, d.hostPort, undefined, opts.method, opts.path)
+      const exchange = new RequestExchange('shim', credential, d.hostPort, undefined, opts.method, opts.path, wellFormedTraceparent(headerValue(opts.headers, 'traceparent')))
       const withExchange: ExchangeOptions = { ...opts, exchange }
       return pipeline(withExchange, handler)
     }
@@ -116,7 +125,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
     broker,
     ready,
     async close() {
-      await Promise.allSettled([own?.close(), broker.providers.closeAll(), broker.minters.closeAll()])
+      await Promise.allSettled([own?.close(), broker.providers.closeAll(), broker.minters.closeAll(), audit?.close()])
       broker.cache.close()
       broker.scrubber.clear()
     },

@@ -23,7 +23,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
 const MODES = ['route', 'forward', 'intercept', 'shim'] as const
 type Mode = (typeof MODES)[number]
-type Name = 'main' | 'keep' | 'down'
+type Name = 'main' | 'keep' | 'down' | 'ro'
 
 const CANARY_KEEP = 'canary-modes-keep-51c0e8a2'
 /** Every value the rotating credential ever had (all scrubbed from every log line). */
@@ -53,7 +53,7 @@ before(async () => {
   await writeFile(path.join(dir, 'upstream-ca.pem'), ca.caPem)
   await rotate()
   const cert = await ca.issue(['localhost'])
-  for (const n of ['main', 'keep', 'down'] as const) ups[n] = await startUpstream(cert)
+  for (const n of ['main', 'keep', 'down', 'ro'] as const) ups[n] = await startUpstream(cert)
   ups.main.handle((req, res) => {
     if (req.url === '/hang') {
       hanging?.arrived()
@@ -83,8 +83,10 @@ before(async () => {
       main: { provider: 'files', ref: 'main-token', hosts: [`localhost:${ups.main.port}`], inject: { type: 'bearer' } },
       keep: { provider: 'dev', ref: 'KEEP', hosts: [`localhost:${ups.keep.port}`], inject: { type: 'header', header: 'X-Api-Key', overwrite: false } },
       down: { provider: 'files', ref: 'no-such-file', hosts: [`localhost:${ups.down.port}`], inject: { type: 'bearer' }, prefetch: false },
+      // Read-only: GET under /api/ only.
+      ro: { provider: 'dev', ref: 'KEEP', hosts: [`localhost:${ups.ro.port}`], inject: { type: 'header', header: 'X-Api-Key' }, allow: [{ methods: ['GET'], paths: ['/api/**'] }] },
     },
-    routes: Object.fromEntries((['main', 'keep', 'down'] as const).map((n) => [n, { upstream: `https://localhost:${ups[n].port}` }])),
+    routes: Object.fromEntries((['main', 'keep', 'down', 'ro'] as const).map((n) => [n, { upstream: `https://localhost:${ups[n].port}` }])),
   }
   daemon = await startTestDaemon({ baseDir: dir, env: { KEEP: CANARY_KEEP }, logStream: daemonLogs.stream, config }, { interceptor: createInterceptor })
   shim = createLatchkeyInterceptor(config, { env: { KEEP: CANARY_KEEP }, baseDir: dir, logStream: shimLogs.stream })
@@ -186,7 +188,7 @@ async function until(check: () => boolean | Promise<boolean>, what: string): Pro
 interface Observed {
   reply: Reply['status'] | string
   upstream: Array<string | undefined>
-  record: { outcome: unknown; code: unknown; status: unknown }
+  record: { outcome: unknown; code: unknown; status: unknown; rule?: unknown; paths?: string[] }
   metrics: Record<string, number>
 }
 
@@ -319,6 +321,42 @@ const scenarios: Scenario[] = [
   },
 ]
 
+scenarios.push(
+  {
+    title: 'a method no rule allows is 403 policy_denied, and nothing reaches the upstream',
+    call: { name: 'ro', path: '/api/items', method: 'POST', body: 'x' },
+    header: 'x-api-key',
+    expect: (mode) => ({
+      reply: mode === 'shim' ? 'policy_denied' : 403,
+      upstream: [],
+      record: { outcome: 'refused', code: 'policy_denied', status: 403, rule: undefined, paths: [] },
+      metrics: { 'denials_total{code=policy_denied}': 1, 'requests_total{outcome=refused}': 1 },
+    }),
+  },
+  {
+    title: 'a path outside every rule is 403 policy_denied, even when it only gets there through an encoded dot-segment',
+    call: { name: 'ro', path: '/api/%2E%2E/admin' },
+    header: 'x-api-key',
+    expect: (mode) => ({
+      reply: mode === 'shim' ? 'policy_denied' : 403,
+      upstream: [],
+      record: { outcome: 'refused', code: 'policy_denied', status: 403, rule: undefined, paths: [] },
+      metrics: { 'denials_total{code=policy_denied}': 1, 'requests_total{outcome=refused}': 1 },
+    }),
+  },
+  {
+    title: 'an allowed request is sent with the normalised path it was matched on, and the query as it came',
+    call: { name: 'ro', path: '/api/a%7Eb/%2e/c%5bd?q=%2E%2E&x' },
+    header: 'x-api-key',
+    expect: () => ({
+      reply: 200,
+      upstream: [CANARY_KEEP],
+      record: { outcome: 'injected', code: undefined, status: 200, rule: 0, paths: ['/api/a~b/c%5Bd?q=%2E%2E&x'] },
+      metrics: { 'injections_total{credential=ro}': 1, 'requests_total{outcome=injected}': 1 },
+    }),
+  },
+)
+
 const BUSTS = 'busts_total{credential=main,result=changed}'
 /** Busts already counted per mode before the current scenario (see `settle`). */
 const bustBaseline = new Map<Mode, number>()
@@ -345,7 +383,7 @@ for (const s of scenarios) {
       const observed: Observed = {
         reply: 'status' in reply ? reply.status : reply.error,
         upstream: up.received.slice(receivedBefore).map((x) => asSeen(x.headers[s.header] as string | undefined)),
-        record: { outcome: r.outcome, code: r.code, status: r.status },
+        record: { outcome: r.outcome, code: r.code, status: r.status, ...(s.call.name === 'ro' ? { rule: r.rule, paths: up.received.slice(receivedBefore).map((x) => x.url) } : {}) },
         metrics: delta(before, await counters(mode)),
       }
       if ('status' in reply && reply.status === 302) assert.equal(reply.headers.location, `https://localhost:${ups.main.port}/elsewhere`, `${mode}: the Location is passed on`)

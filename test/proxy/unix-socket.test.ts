@@ -1,0 +1,128 @@
+/**
+ * The proxy listener on a Unix socket: file mode, curl --unix-socket for a route, Node's
+ * http.request({ socketPath }) for the forward proxy, and the stale-socket rule.
+ */
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import { renameSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, test } from 'node:test'
+import { promisify } from 'node:util'
+import { validateConfig } from '../../src/config/load.ts'
+import type { Daemon } from '../../src/daemon.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
+import { startUpstream, type Upstream } from '../helpers/upstream.ts'
+
+const run = promisify(execFile)
+const VALUE = 'unix-socket-value-4b1d9e3c'
+
+let dir: string
+let up: Upstream
+
+function configFor(listen: string, extra: Record<string, unknown> = {}) {
+  return {
+    listen,
+    ...extra,
+    providers: { dev: { type: 'env' } },
+    credentials: { api: { provider: 'dev', ref: 'API', hosts: [`localhost:${up.port}`], insecure: true, inject: { type: 'bearer' } } },
+    routes: { api: { upstream: `http://localhost:${up.port}` } },
+  }
+}
+
+function start(listen: string, extra?: Record<string, unknown>): Promise<Daemon> {
+  return startTestDaemon({ env: { API: VALUE }, baseDir: dir, config: configFor(listen, extra) })
+}
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'lk-sock-'))
+  up = await startUpstream()
+})
+
+after(async () => {
+  await up?.close()
+  await rm(dir, { recursive: true, force: true })
+})
+
+test('a Unix socket listener is mode 0600, serves curl --unix-socket (route) and Node http.request (forward), and is removed on close', async () => {
+  const sock = path.join(dir, 'proxy.sock')
+  const daemon = await start(`unix:${sock}`)
+  try {
+    assert.equal(daemon.proxyUrl, `unix:${sock}`)
+    const st = await stat(sock)
+    assert.ok(st.isSocket())
+    assert.equal(st.mode & 0o777, 0o600)
+    const before = up.received.length
+    const curl = await run('curl', ['-sS', '--noproxy', '', '--unix-socket', sock, 'http://localhost/api/via-curl?x=1'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } })
+    assert.equal((JSON.parse(curl.stdout) as { url: string }).url, '/via-curl?x=1')
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ socketPath: sock, method: 'GET', path: `http://localhost:${up.port}/via-node`, headers: { host: `localhost:${up.port}` } }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(status, 200)
+    assert.deepEqual(
+      up.received.slice(before).map((r) => [r.url, r.headers.authorization]),
+      [
+        ['/via-curl?x=1', `Bearer ${VALUE}`],
+        ['/via-node', `Bearer ${VALUE}`],
+      ],
+    )
+  } finally {
+    await daemon.close(1000)
+  }
+  await assert.rejects(stat(sock), { code: 'ENOENT' })
+})
+
+test('socket.mode and a relative path are honoured', async () => {
+  const daemon = await start('unix:group.sock', { socket: { mode: '0660' } })
+  try {
+    assert.equal((await stat(path.join(dir, 'group.sock'))).mode & 0o777, 0o660)
+  } finally {
+    await daemon.close(1000)
+  }
+})
+
+test('a stale socket file is replaced; a live socket or any other file at the path fails the start and is left alone', async () => {
+  // Stale: a socket file nothing listens on (the server moved it away before it closed).
+  const stale = path.join(dir, 'stale.sock')
+  const old = net.createServer()
+  await new Promise<void>((r) => old.listen(path.join(dir, 'old.sock'), r))
+  renameSync(path.join(dir, 'old.sock'), stale)
+  await new Promise<void>((r) => old.close(() => r()))
+  assert.ok((await stat(stale)).isSocket())
+  const d = await start(`unix:${stale}`)
+  await d.close(1000)
+
+  const live = path.join(dir, 'live.sock')
+  const other = net.createServer((c) => c.destroy())
+  await new Promise<void>((r) => other.listen(live, r))
+  try {
+    await assert.rejects(start(`unix:${live}`), /another process is listening/)
+    assert.ok((await stat(live)).isSocket())
+  } finally {
+    await new Promise<void>((r) => other.close(() => r()))
+  }
+
+  const regular = path.join(dir, 'regular.sock')
+  await writeFile(regular, 'keep me')
+  await assert.rejects(start(`unix:${regular}`), /not a socket/)
+  assert.equal(await readFile(regular, 'utf8'), 'keep me')
+})
+
+test('check: a Unix socket counts as local, its mode must be an octal string, admin.listen stays TCP', () => {
+  const base = { providers: { dev: { type: 'env' } } }
+  assert.ok(validateConfig({ ...base, listen: 'unix:/run/latchkey/proxy.sock' }, { env: {}, baseDir: '/' }).ok)
+  const badMode = validateConfig({ ...base, listen: 'unix:/run/p.sock', socket: { mode: 600 } }, { env: {}, baseDir: '/' })
+  assert.ok(!badMode.ok && badMode.issues.some((i) => i.path === 'socket.mode'))
+  const adminSock = validateConfig({ ...base, admin: { listen: 'unix:/run/a.sock' } }, { env: {}, baseDir: '/' })
+  assert.ok(!adminSock.ok && adminSock.issues.some((i) => i.path === 'admin.listen'))
+  const long = validateConfig({ ...base, listen: `unix:/${'x'.repeat(120)}.sock` }, { env: {}, baseDir: '/' })
+  assert.ok(!long.ok && long.issues.some((i) => i.path === 'listen' && /107 bytes/.test(i.message)))
+})
