@@ -75,6 +75,9 @@ export function createBroker(opts: BrokerOptions): Broker {
     sensitiveHeaders: [...new Set(credentials.map((c) => c.injector.headerName))],
   })
   for (const w of config.warnings) logger.warn({ event: 'config_warning' }, w)
+  // The tokens clients present to latchkey (admin, proxy client) are secrets like the cached values.
+  const tokens = [config.admin.token, config.proxyAuth?.token].filter((t): t is string => t !== undefined)
+  if (tokens.length > 0) scrubber.set('latchkey-tokens', tokens)
   const metrics = new Metrics({ processMetrics: opts.processMetrics ?? true })
   const providers = new ProviderPool(config.providers, env, logger, config.upstream.ca)
   const byKey = new Map<string, CompiledCredential[]>()

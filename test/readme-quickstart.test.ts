@@ -60,7 +60,8 @@ test('every command of the README quick start does what its comment says, agains
       assert.fail(`npm start exited:\n${out}`)
     }
     for (const c of (blocks[1] ?? []).map(expectation)) {
-      const argv = c.command.split(/\s+/)
+      // Words, with "double-quoted" ones kept whole (a header value holds a space).
+      const argv = [...c.command.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? '')
       assert.equal(argv[0], 'curl')
       const r = spawnSync('curl', ['-s', '-w', '\n%{http_code}', '--noproxy', '', ...argv.slice(1)], { encoding: 'utf8', timeout: 15_000, env: { PATH: process.env.PATH ?? '' } })
       const body = r.stdout.slice(0, r.stdout.lastIndexOf('\n'))

@@ -84,16 +84,19 @@ export function childEnv(i: ChildEnvInput): { env: Record<string, string>; remov
     else env[k] = v
   }
   const { noProxy } = execNoProxy(i.config)
+  // With a proxy client token, the command's proxy URLs carry it (Basic, any user name), which
+  // is how curl, Python and Node proxy agents present it.
+  const proxy = i.config.proxyAuth ? withProxyToken(i.proxyUrl, i.config.proxyAuth.token) : i.proxyUrl
   Object.assign(env, {
-    HTTP_PROXY: i.proxyUrl,
-    HTTPS_PROXY: i.proxyUrl,
-    http_proxy: i.proxyUrl,
-    https_proxy: i.proxyUrl,
+    HTTP_PROXY: proxy,
+    HTTPS_PROXY: proxy,
+    http_proxy: proxy,
+    https_proxy: proxy,
     NO_PROXY: noProxy,
     no_proxy: noProxy,
     // Node 24's fetch and http honour HTTP(S)_PROXY only with this.
     NODE_USE_ENV_PROXY: '1',
-    LATCHKEY_PROXY_URL: i.proxyUrl,
+    LATCHKEY_PROXY_URL: proxy,
   })
   if (i.caEnv) Object.assign(env, i.caEnv)
   return { env, removed: removed.sort() }
@@ -203,6 +206,13 @@ async function execWith(relay: SignalRelay, io: CliIo, cmd: string[], o: ExecOpt
   } finally {
     await cleanup(daemon)
   }
+}
+
+function withProxyToken(proxyUrl: string, token: string): string {
+  const u = new URL(proxyUrl)
+  u.username = 'latchkey'
+  u.password = token
+  return u.href.replace(/\/$/, '')
 }
 
 /** Run the command; resolve with its exit code (128 + n for a signal, 127 when it cannot start). */

@@ -165,7 +165,7 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
   let env = io.env
   let result: LoadResult
   if (o.demo) {
-    env = { ...io.env, LATCHKEY_DEMO_TOKEN: io.env.LATCHKEY_DEMO_TOKEN ?? 'demo-env-token-0042' }
+    env = { ...io.env, LATCHKEY_DEMO_TOKEN: io.env.LATCHKEY_DEMO_TOKEN ?? 'demo-env-token-0042', LATCHKEY_DEMO_PROXY_TOKEN: io.env.LATCHKEY_DEMO_PROXY_TOKEN ?? 'demo-proxy-token-0042' }
     tightenDemoSecrets()
     result = loadConfigFile(DEMO_CONFIG, env)
     // The demo's plain-http loopback credentials are deliberate (its banner says so): its
@@ -207,13 +207,17 @@ async function run(io: CliIo, o: RunOptions): Promise<number> {
   }
   for (const line of startupSummary(daemon.config, daemon.proxyUrl, daemon.adminUrl)) daemon.logger.info({ event: 'startup_summary' }, line)
   if (o.demo) {
+    // The demo's own proxy client token is a demo value like its secrets, shown so the banner's
+    // commands work; one the user set is theirs and never printed.
+    const token = io.env.LATCHKEY_DEMO_PROXY_TOKEN === undefined ? 'demo-proxy-token-0042' : 'TOKEN'
+    const withToken = daemon.proxyUrl.replace('http://', `http://demo:${token}@`)
     io.stderr.write(
       [
         '',
-        `latchkey demo: proxy ${daemon.proxyUrl}, admin ${daemon.adminUrl}, echo upstream http://${DEMO_ECHO.host}:${DEMO_ECHO.port}`,
-        `  curl -x ${daemon.proxyUrl} http://127.0.0.1:${DEMO_ECHO.port}/hello     # Authorization: Bearer … added`,
-        `  curl ${daemon.proxyUrl}/echo/hello                                      # same, through the route`,
-        `  curl -x ${daemon.proxyUrl} http://localhost:${DEMO_ECHO.port}/hello     # X-Api-Key added from the file secret`,
+        `latchkey demo: proxy ${daemon.proxyUrl} (client token ${token}), admin ${daemon.adminUrl}, echo upstream http://${DEMO_ECHO.host}:${DEMO_ECHO.port}`,
+        `  curl -x ${withToken} http://127.0.0.1:${DEMO_ECHO.port}/hello     # Authorization: Bearer … added`,
+        `  curl -H "Proxy-Authorization: Bearer ${token}" ${daemon.proxyUrl}/echo/hello   # same, through the route`,
+        `  curl -x ${withToken} http://localhost:${DEMO_ECHO.port}/hello     # X-Api-Key added from the file secret`,
         '',
       ].join('\n') + '\n',
     )

@@ -67,6 +67,16 @@ test('without -c, exec reads the config file named by $LATCHKEY_CONFIG', { skip:
   assert.equal(r.stdout, '{"path":"/cfg/env-var","credential":"present"}')
 })
 
+test('with a required proxy client token, exec hands the command proxy URLs that carry it, and the token stays out of every output', { skip: noCurl }, async () => {
+  const PROXY_TOKEN = 'canary-exec-proxy-token-7c1d20ab'
+  const file = path.join(dir, 'proxy-auth.yaml')
+  await writeFile(file, yaml(['proxyAuth: { token: "${env:EXEC_PROXY_TOKEN}" }']))
+  const r = await execCurl(['-c', file], '/cfg/proxy-auth', { env: { CFG_TOKEN: CANARY, EXEC_PROXY_TOKEN: PROXY_TOKEN } })
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.stdout, '{"path":"/cfg/proxy-auth","credential":"present"}')
+  assertNoCanary([r.stderr], [PROXY_TOKEN])
+})
+
 test('without -c or $LATCHKEY_CONFIG, exec reads ./latchkey.yaml', { skip: noCurl }, async () => {
   const cwd = path.join(dir, 'project')
   await mkdir(cwd)
