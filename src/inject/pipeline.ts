@@ -4,6 +4,7 @@ import { errors, LatchkeyError } from '../errors.ts'
 import { observeStep, type Exchange, type Mode, type Outcome } from '../observe/request-record.ts'
 import { mapUpstreamError } from '../proxy/upstream.ts'
 import { injectStep, type BoundExchange, type InjectDeps } from './inject-step.ts'
+import { sigv4Step } from './sigv4-step.ts'
 
 export type Step = Dispatcher.DispatcherComposeInterceptor
 
@@ -18,6 +19,7 @@ export function createPipeline(deps: InjectDeps, send: Dispatcher.Dispatch): Dis
   const steps: readonly Step[] = [
     observeStep({ logger: deps.logger, metrics: deps.metrics, classify }),
     injectStep(deps),
+    sigv4Step(),
   ]
   return steps.reduceRight<Dispatcher.Dispatch>((next, step) => step(next), send)
 }

@@ -13,8 +13,9 @@
  */
 import { Hash } from '@smithy/hash-node'
 import { SignatureV4 } from '@smithy/signature-v4'
-import { LatchkeyError, ProviderError } from '../errors.ts'
+import { errors, LatchkeyError, ProviderError } from '../errors.ts'
 import { parseJsonObject, scalarField } from '../inject/secret-fields.ts'
+import type { TokenMinter } from './minters.ts'
 
 /** The keys a request is signed with. */
 export interface AwsKeys {
@@ -66,7 +67,7 @@ const SIGNED = new Set(['host', 'content-type', 'content-md5'])
 
 /** A request the step refuses: 400 with a message that says what to change on the client. */
 export function sigv4Refusal(message: string): LatchkeyError {
-  return new LatchkeyError('bad_request', message)
+  return errors.sigv4_unsupported(message)
 }
 
 /**
@@ -137,9 +138,32 @@ export function sigv4SecretForms(text: string): string[] {
 }
 
 /** The sidecar's own AWS identity (IRSA, EKS Pod Identity, env, profile), refreshed by the SDK before it expires. */
-export async function defaultAwsKeys(): Promise<() => Promise<AwsKeys>> {
+export async function defaultAwsKeys(): Promise<() => Promise<AwsKeys & { expiration?: Date | undefined }>> {
   const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers')
   return fromNodeProviderChain()
+}
+
+/**
+ * The sidecar's own identity as a minter: each fetch asks the default chain for the current keys
+ * and hands them to the cache as key JSON with their expiry, so the cache refreshes them ahead
+ * of time and the scrubber learns each new secret key and session token as it arrives.
+ */
+export async function createAwsIdentityMinter(): Promise<TokenMinter> {
+  const chain = await defaultAwsKeys()
+  return {
+    async mint() {
+      let keys: AwsKeys & { expiration?: Date | undefined }
+      try {
+        keys = await chain()
+      } catch (err) {
+        const name = (err as { name?: unknown }).name
+        // The chain's messages name the sources it tried, never a key.
+        throw new ProviderError('provider_auth_failed', `aws-sigv4: the default AWS credential chain (IRSA web identity, EKS Pod Identity, environment, profile) gave no keys: ${(err as Error).message}`, { providerCode: typeof name === 'string' ? name : undefined, retryable: true })
+      }
+      const token = JSON.stringify({ accessKeyId: keys.accessKeyId, secretAccessKey: keys.secretAccessKey, ...(keys.sessionToken ? { sessionToken: keys.sessionToken } : {}) })
+      return { token, lifetimeMs: keys.expiration ? keys.expiration.getTime() - Date.now() : undefined }
+    },
+  }
 }
 
 /** A signer for one credential: scopes and signers compiled once per host. */
@@ -175,7 +199,7 @@ export class SigV4Signer {
     }
     if (!hasBody) return { mode: 'empty' }
     if (length !== undefined && Number(length) > this.#maxBody) {
-      throw sigv4Refusal(`the request body (${length} bytes) is larger than the ${this.#maxBody} bytes latchkey buffers to sign a ${scope.service} request`)
+      throw errors.request_too_large(`the request body (${length} bytes) is larger than the ${this.#maxBody} bytes latchkey buffers to sign a ${scope.service} request`)
     }
     return { mode: 'buffer', limit: this.#maxBody }
   }
@@ -194,7 +218,7 @@ export class SigV4Signer {
     else if (input.plan.mode === 'stream') payloadHash = input.plan.payloadHash
     else {
       if (input.body === undefined) throw new Error('sign: the plan asked for the buffered body')
-      if (input.body.byteLength > input.plan.limit) throw sigv4Refusal(`the request body is larger than the ${input.plan.limit} bytes latchkey buffers to sign a ${scope.service} request`)
+      if (input.body.byteLength > input.plan.limit) throw errors.request_too_large(`the request body is larger than the ${input.plan.limit} bytes latchkey buffers to sign a ${scope.service} request`)
       const h = new Hash('sha256')
       h.update(input.body)
       payloadHash = Buffer.from(await h.digest()).toString('hex')
