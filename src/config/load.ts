@@ -210,7 +210,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
     let injector: CompiledInjector | undefined
     let sigv4: SigV4Signer | undefined
     if (c.inject.type === 'aws-sigv4') {
-      injector = new SigV4Injector(name)
+      injector = new SigV4Injector(name, c.inject.overwrite)
       sigv4 = new SigV4Signer({ region: c.inject.region, service: c.inject.service, endpoints: sigv4Endpoints(c.inject.endpoints), maxBodyBytes: c.inject.maxBodyBytes })
     } else {
       try {

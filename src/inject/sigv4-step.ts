@@ -29,11 +29,12 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
  */
 export class SigV4Injector implements CompiledInjector {
   readonly headerName = 'authorization'
-  readonly overwrite = true
+  readonly overwrite: boolean
   readonly #credential: string
 
-  constructor(credential: string) {
+  constructor(credential: string, overwrite: boolean) {
     this.#credential = credential
+    this.overwrite = overwrite
   }
 
   render(secretText: string): string {
@@ -77,7 +78,8 @@ export function sigv4Step(): Dispatcher.DispatcherComposeInterceptor {
       const signer = (o.exchange as BoundExchange | undefined)?.binding?.sigv4
       if (signer === undefined) return dispatch(opts, handler)
       const resolved = o[AWS_KEYS]
-      if (resolved === undefined) throw new LatchkeyError('provider_config', 'aws-sigv4: the request reached the signer without keys')
+      // No keys: the inject step kept the client's own signature (overwrite: false).
+      if (resolved === undefined) return dispatch(opts, handler)
       const url = new URL(o.path, o.origin)
       const headers = signingHeaders(o.headers)
       const planHeaders = o.body !== null && o.body !== undefined && headers['content-length'] === undefined ? { ...headers, 'transfer-encoding': 'chunked' } : headers

@@ -69,6 +69,8 @@ export const mintInjectSchemas = [
   z
     .object({
       type: z.literal('aws-sigv4'),
+      /** Re-sign a request that carries its own `Authorization` (default). `false` sends such a request as the client signed it. */
+      overwrite: z.boolean().default(true),
       /** Signing region; default: derived from the host (`s3.eu-west-1.amazonaws.com`), else from `endpoints`. */
       region: z.string().regex(/^[a-z0-9-]+$/, 'expected an AWS region name such as eu-west-1').optional(),
       /** Signing service (`s3`, `execute-api`, ...); default: derived from the host, else from `endpoints`. */

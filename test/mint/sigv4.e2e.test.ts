@@ -5,6 +5,7 @@
  * route, the forward proxy, an intercepted CONNECT tunnel and the in-process shim.
  */
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -15,9 +16,11 @@ import { Agent, ProxyAgent, request } from 'undici'
 import type { Daemon } from '../../src/daemon.ts'
 import { createLatchkeyInterceptor } from '../../src/shim/interceptor.ts'
 import { exitedWithin, startBin } from '../helpers/child.ts'
+import { baseEnv, run } from '../clients/spawn.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
+import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { startAwsServer, type AwsServer } from '../servers/aws-server.ts'
 import { startS3Server, type S3Server } from '../servers/s3-server.ts'
 
@@ -36,6 +39,7 @@ let dir: string
 let s3: S3Server
 let s3tls: S3Server
 let sm: AwsServer
+let echo: Upstream
 let daemon: Daemon
 let latchkeyCa: string
 const s3Keys = [KEYS]
@@ -51,6 +55,13 @@ before(async () => {
   s3tls = await startS3Server({ region: 'eu-central-1', keys: s3Keys, tls: await ca.issue(['localhost']) })
   sm = await startAwsServer()
   await writeFile(path.join(dir, 'sm-keys.json'), JSON.stringify(sm.credentials))
+  // A misbehaving service that reflects what it got: the session token header, and the keys in several encodings.
+  echo = await startUpstream()
+  echo.handle((req, res) => {
+    const token = String(req.headers['x-amz-security-token'])
+    res.writeHead(200, { 'content-type': 'text/plain', 'x-echo-token': token, 'x-echo-key': Buffer.from(KEYS.secretAccessKey).toString('base64') })
+    res.end(`token=${token} key=${KEYS.secretAccessKey} url=${encodeURIComponent(KEYS.sessionToken)} b64=${Buffer.from(KEYS.sessionToken).toString('base64')}`)
+  })
   const tlsPort = new URL(s3tls.url).port
   daemon = await startTestDaemon({
     baseDir: dir,
@@ -63,9 +74,10 @@ before(async () => {
       credentials: {
         s3: { provider: 'files', ref: 'keys.json', hosts: [s3.host], insecure: true, inject: { type: 'aws-sigv4', endpoints: { [s3.host]: { region: 'eu-central-1', service: 's3' } } } },
         s3tls: { provider: 'files', ref: 'keys.json', hosts: [`localhost:${tlsPort}`], inject: { type: 'aws-sigv4', region: 'eu-central-1', service: 's3' } },
+        echo: { provider: 'files', ref: 'keys.json', hosts: [`127.0.0.1:${echo.port}`], insecure: true, scrubResponses: true, inject: { type: 'aws-sigv4', region: 'us-east-1', service: 'execute-api' } },
         sm: { provider: 'files', ref: 'sm-keys.json', hosts: [`127.0.0.1:${sm.port}`], insecure: true, inject: { type: 'aws-sigv4', region: sm.region, service: 'secretsmanager', maxBodyBytes: 4096 } },
       },
-      routes: { s3: { upstream: s3.url }, sm: { upstream: sm.url } },
+      routes: { s3: { upstream: s3.url }, sm: { upstream: sm.url }, echo: { upstream: echo.url } },
     },
   })
   latchkeyCa = await readFile(path.join(dir, 'ca', 'ca.pem'), 'utf8')
@@ -77,9 +89,25 @@ after(async () => {
   await s3?.close()
   await s3tls?.close()
   await sm?.close()
+  await echo?.close()
   await rm(dir, { recursive: true, force: true })
   // Every secret key and session token this file handled, in every encoding, at trace level.
   assertNoCanary(logs.lines(), [KEYS.secretAccessKey, KEYS.sessionToken, ROTATED.secretAccessKey, ROTATED.sessionToken, sm.credentials.secretAccessKey])
+})
+
+test('canaries: the secret key and session token reach neither the client (a reflecting upstream, scrubResponses) nor any log line at trace, in any encoding', async () => {
+  const r = await request(`${daemon.proxyUrl}/echo/reflect`, { dispatcher: client })
+  const body = await r.body.text()
+  assert.equal(r.statusCode, 200)
+  assert.match(String(echo.received.at(-1)?.headers.authorization), /^AWS4-HMAC-SHA256 Credential=AKIASIGV4E2E00000001\/\d{8}\/us-east-1\/execute-api\/aws4_request/)
+  assertNoCanary([JSON.stringify(r.headers), body], [KEYS.secretAccessKey, KEYS.sessionToken])
+  // A log line that quotes them (as a buggy library might): the scrubber knows every form.
+  daemon.logger.trace(
+    { event: 'canary_probe', headers: { 'x-amz-security-token': KEYS.sessionToken }, detail: [KEYS.secretAccessKey, Buffer.from(KEYS.secretAccessKey).toString('base64'), encodeURIComponent(KEYS.sessionToken), JSON.stringify({ k: KEYS.sessionToken })] },
+    `probe ${KEYS.secretAccessKey} ${Buffer.from(KEYS.sessionToken).toString('base64url')}`,
+  )
+  assert.ok(logs.records().some((l) => l.event === 'canary_probe'))
+  assertNoCanary(logs.lines(), [KEYS.secretAccessKey, KEYS.sessionToken])
 })
 
 async function viaRoute(method: string, p: string, headers: Record<string, string> = {}, body?: string | Buffer | Readable) {
@@ -258,4 +286,57 @@ test("the in-process shim signs the same way, and without provider and ref uses 
   }
   assert.ok(shimLogs.records().some((l) => l.event === 'probe'))
   assertNoCanary(shimLogs.lines(), [CHAIN.secretAccessKey, CHAIN.sessionToken])
+})
+
+/** Each python3 that can import boto3: the one on PATH and Debian's (`apt-get install python3-boto3`), with its botocore version. */
+function pythonsWithBoto3(): Array<{ python: string; botocore: string }> {
+  const found: Array<{ python: string; botocore: string }> = []
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const r = spawnSync(python, ['-c', 'import boto3, botocore; print(botocore.__version__)'], { env: baseEnv(), encoding: 'utf8', timeout: 20_000 })
+    const botocore = r.stdout?.trim()
+    if (!r.error && r.status === 0 && botocore && !found.some((f) => f.botocore === botocore)) found.push({ python, botocore })
+  }
+  return found
+}
+
+const BOTO3 = `
+import io, json, sys
+import boto3
+from botocore.config import Config
+endpoint, bucket = sys.argv[1], sys.argv[2]
+# Dummy keys: latchkey holds the real ones.
+s3 = boto3.client('s3', endpoint_url=endpoint, region_name='eu-central-1',
+    aws_access_key_id='AKIADUMMYDUMMYDUMMY0', aws_secret_access_key='dummy-secret-key', aws_session_token='dummy-session-token',
+    config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))
+s3.put_object(Bucket=bucket, Key='boto/hello.txt', Body=b'hello from boto3', ContentType='text/plain')
+s3.upload_fileobj(io.BytesIO(bytes(range(256)) * 12288), bucket, 'boto/blob.bin')
+listed = s3.list_objects_v2(Bucket=bucket, Prefix='boto/')
+body = s3.get_object(Bucket=bucket, Key='boto/hello.txt')['Body'].read().decode()
+print(json.dumps({'keys': sorted(o['Key'] for o in listed.get('Contents', [])), 'body': body}))
+`
+
+const boto3 = pythonsWithBoto3()
+
+test('boto3 with dummy keys through HTTPS_PROXY + interception uploads, lists and reads objects', boto3.length === 0 ? { skip: 'boto3 is not importable by python3 or /usr/bin/python3 (Debian: apt-get install -y python3-boto3)' } : {}, async (t) => {
+  const caFile = path.join(dir, 'ca', 'ca.pem')
+  const endpoint = `https://localhost:${new URL(s3tls.url).port}`
+  // Older botocore sends UNSIGNED-PAYLOAD or a hex hash; 1.36 and later an aws-chunked body with a CRC32 trailer.
+  for (const { python, botocore } of boto3) {
+    await t.test(`botocore ${botocore} (${python})`, async () => {
+      const bucket = `data-${botocore.replace(/\./g, '-')}`
+      const before = s3tls.log.length
+      const r = await run(python, ['-c', BOTO3, endpoint, bucket], {
+        env: baseEnv({ HOME: dir, HTTPS_PROXY: daemon.proxyUrl, https_proxy: daemon.proxyUrl, AWS_CA_BUNDLE: caFile, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', AWS_EC2_METADATA_DISABLED: 'true' }),
+        timeoutMs: 60_000,
+      })
+      assert.equal(r.code, 0, r.stderr)
+      assert.deepEqual(JSON.parse(r.stdout), { keys: ['boto/blob.bin', 'boto/hello.txt'], body: 'hello from boto3' })
+      assert.equal(s3tls.stored.get(`${bucket}/boto/blob.bin`)?.size, 256 * 12288)
+      // Every request boto3 made reached the store signed with the real keys, none refused.
+      const seen = s3tls.log.slice(before)
+      assert.ok(seen.length >= 4)
+      assert.deepEqual(seen.filter((e) => e.status !== 200), [])
+      t.diagnostic(`botocore ${botocore} payload hashes: ${[...new Set(seen.map((e) => e.payloadHash))].join(', ')}`)
+    })
+  }
 })
