@@ -11,8 +11,8 @@
  * they cannot survive a new one: refused. Other services need the body's hash: it is buffered
  * up to a limit, else refused.
  */
-import { Hash } from '@smithy/hash-node'
-import { SignatureV4 } from '@smithy/signature-v4'
+import type { Hash as SmithyHash } from '@smithy/hash-node'
+import type { SignatureV4 as SmithySignatureV4 } from '@smithy/signature-v4'
 import { errors, LatchkeyError, ProviderError } from '../errors.ts'
 import { parseJsonObject, scalarField } from '../inject/secret-fields.ts'
 import type { TokenMinter } from './minters.ts'
@@ -56,6 +56,13 @@ export interface SignInput {
   readonly keys: AwsKeys
   /** Signing time (tests); default now. */
   readonly now?: Date | undefined
+}
+
+/** The AWS SDK's signer, loaded with the first signature: a daemon without aws-sigv4 credentials never loads it. */
+let smithy: Promise<{ SignatureV4: typeof SmithySignatureV4; Hash: typeof SmithyHash }> | undefined
+function loadSmithy(): Promise<{ SignatureV4: typeof SmithySignatureV4; Hash: typeof SmithyHash }> {
+  smithy ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/hash-node')]).then(([sig, hash]) => ({ SignatureV4: sig.SignatureV4, Hash: hash.Hash }))
+  return smithy
 }
 
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
@@ -206,6 +213,7 @@ export class SigV4Signer {
 
   /** The headers to send: the client's, less its AWS auth placeholders, plus ours. */
   async sign(input: SignInput): Promise<Record<string, string>> {
+    const { SignatureV4, Hash } = await loadSmithy()
     const scope = this.#scope(input.url)
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(input.headers)) {
