@@ -5,23 +5,22 @@
  * - an intercepted tunnel (`HTTPS_PROXY`, the client trusts latchkey's CA, keep-alive);
  * - the time to issue a leaf certificate: the latency a new host adds to its first handshake.
  *
- * The daemon runs in a child process (this file with `--daemon CONFIG`) so the load
- * generator does not share its event loop. `benchIntercept` is called by `bench/run.ts`;
+ * The daemon runs as shipped (bench/shipped.ts) in a child process, so the load generator
+ * does not share its event loop. `benchIntercept` is called by `bench/run.ts`;
  * `node bench/intercept.ts` runs it alone.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { Writable } from 'node:stream'
 import { rootCertificates } from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { Pool, ProxyAgent } from 'undici'
 import { CertificateAuthority } from '../src/intercept/certificate-authority.ts'
 import { LeafCache } from '../src/intercept/leaf-cache.ts'
 import { getter, runLoad, type LoadResult } from './load.ts'
+import { installShipped, startDaemon } from './shipped.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -46,19 +45,14 @@ export async function benchIntercept(opts: { durationMs: number; concurrency: nu
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const port = (server.address() as AddressInfo).port
   await writeFile(path.join(dir, 'upstream-ca.pem'), upstreamCa.certPem)
-  await writeFile(
-    path.join(dir, 'latchkey.json'),
-    JSON.stringify({
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      log: { level: 'warn' },
+  const config = {
       upstream: { caFile: path.join(dir, 'upstream-ca.pem') },
       intercept: { enabled: true, caDir: path.join(dir, 'ca') },
       providers: { dev: { type: 'env' } },
       credentials: { bench: { provider: 'dev', ref: 'BENCH_TOKEN', hosts: [`localhost:${port}`], inject: { type: 'bearer' } } },
-    }),
-  )
-  const daemon = await startDaemonChild(path.join(dir, 'latchkey.json'))
+  }
+  const { bin } = await installShipped(dir)
+  const daemon = await startDaemon(bin, dir, config, { BENCH_TOKEN: 'bench-token-value-0123456789' })
   const origin = `https://localhost:${port}`
   const latchkeyCa = await readFile(path.join(dir, 'ca', 'ca.pem'), 'utf8')
   const direct = new Pool(origin, { connections: opts.concurrency, connect: { ca: [...rootCertificates, upstreamCa.certPem] } })
@@ -126,48 +120,8 @@ async function leafIssue(n: number): Promise<BenchRow> {
   return { name: `certIssueMs: leaf issue for a new host (mean ${mean.toFixed(2)} ms over ${n})`, rps: 1000 / mean, p50ms: times[Math.floor(n * 0.5)] as number, p99ms: times[Math.floor(n * 0.99)] as number }
 }
 
-async function startDaemonChild(config: string): Promise<{ proxyUrl: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [SELF, '--daemon', config], { env: { PATH: process.env.PATH, BENCH_TOKEN: 'bench-token-value-0123456789' }, stdio: ['ignore', 'pipe', 'inherit'] })
-  const proxyUrl = await new Promise<string>((resolve, reject) => {
-    let buf = ''
-    const timer = setTimeout(() => reject(new Error('the interception daemon did not start within 15 s')), 15_000)
-    child.stdout.setEncoding('utf8').on('data', (c: string) => {
-      buf += c
-      const m = /^READY (\S+)$/m.exec(buf)
-      if (m) {
-        clearTimeout(timer)
-        resolve(m[1] as string)
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`the interception daemon exited with ${code}`)))
-  })
-  return {
-    proxyUrl,
-    stop: () =>
-      new Promise((r) => {
-        child.once('exit', () => r())
-        child.kill('SIGTERM')
-      }),
-  }
-}
-
-/** Child mode: a daemon with interception, until SIGTERM. */
-async function daemonMain(configFile: string): Promise<void> {
-  const { startDaemon } = await import('../src/daemon.ts')
-  const { createInterceptor } = await import('../src/intercept/interceptor.ts')
-  const config = JSON.parse(await readFile(configFile, 'utf8')) as unknown
-  let interceptor: Awaited<ReturnType<typeof createInterceptor>> | undefined
-  const sink = new Writable({ write: (c, _e, cb) => (process.stderr.write(c), cb()) })
-  const d = await startDaemon({ config, env: process.env, logStream: sink, processMetrics: false, waitReady: true }, { interceptor: async (b, f) => (interceptor = await createInterceptor(b, f)) })
-  process.stdout.write(`READY ${d.proxyUrl}\n`)
-  process.once('SIGTERM', () => {
-    void Promise.all([interceptor?.close(1000), d.close(1000)]).then(() => process.exit(0))
-  })
-}
-
 if (process.argv[1] === SELF) {
-  if (process.argv[2] === '--daemon') await daemonMain(process.argv[3] as string)
-  else {
+  {
     const rows = await benchIntercept({ durationMs: Number(process.env.BENCH_DURATION_MS ?? 5000), concurrency: Number(process.env.BENCH_CONCURRENCY ?? 32) })
     const base = rows[0] as BenchRow
     process.stdout.write('| path | req/s | ratio to direct | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n')

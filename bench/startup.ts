@@ -11,11 +11,12 @@
  * uncounted warm-up run. Linux only (reads /proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './load.ts'
+import { memoryOf } from './shipped.ts'
 import { createTestCa } from '../test/helpers/test-ca.ts'
 import { startAwsServer } from '../test/servers/aws-server.ts'
 import { startAzureServer } from '../test/servers/azure-server.ts'
@@ -39,17 +40,6 @@ interface Setup {
   ref: string
   field?: string
   env: Record<string, string>
-}
-
-/** VmRSS and VmHWM of a process, MiB. */
-async function memoryOf(pid: number): Promise<{ rss: number; hwm: number }> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  const kib = (k: string) => {
-    const v = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]
-    if (v === undefined) throw new Error(`no ${k} in /proc/${pid}/status`)
-    return Number(v)
-  }
-  return { rss: kib('VmRSS') / 1024, hwm: kib('VmHWM') / 1024 }
 }
 
 /** One spawn → ready → SIGTERM cycle. `children` lets the caller kill a child left by a failure. */

@@ -2,8 +2,8 @@ import type { Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import { Metrics } from './admin/metrics.ts'
 import { CredentialBinding } from './binding/credential-binding.ts'
-import { fetchWithRetry } from './cache/fetch-with-retry.ts'
-import { SecretCache } from './cache/secret-cache.ts'
+import { fetchWithRetry, SharedThrottle } from './cache/fetch-with-retry.ts'
+import { SecretCache, type Unready } from './cache/secret-cache.ts'
 import { compileConfig, type CompiledCredential, type Config } from './config/load.ts'
 import { Minters } from './mint/minters.ts'
 import { ProviderPool } from './providers/provider-pool.ts'
@@ -37,6 +37,9 @@ export interface Broker {
   /** Token minters of minted credentials (oauth2, cloud access tokens): closed with the providers. */
   readonly minters: Minters
   notReady(): string[]
+  /** Prefetched credentials that cannot be served now, with their error codes. */
+  unready(): Unready[]
+  /** Start keeping every prefetched credential fresh; resolves when each has been tried once. */
   prefetch(): Promise<void>
 }
 
@@ -93,6 +96,8 @@ export function createBroker(opts: BrokerOptions): Broker {
   // the cache and registers what the exchange sends (an assertion) with the scrubber.
   const minters = new Minters({ cache: (): SecretCache => cache, hold: (key, values) => void scrubber.set(key, values), logger, env, ca: config.upstream.ca, holdDownMs: config.cache.bustCooldown })
 
+  // One throttle per provider: a 429 / Retry-After on one credential holds every credential of that provider.
+  const throttles = new Map(Object.keys(config.providers).map((name) => [name, new SharedThrottle()]))
   // Label children bound once: a cache hit does no label hashing.
   const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
   const cache: SecretCache = new SecretCache({
@@ -113,9 +118,9 @@ export function createBroker(opts: BrokerOptions): Broker {
           },
           onRetry: (err, delayMs) => {
             metrics.providerRetries.inc({ provider: credential.provider })
-            logger.info({ event: 'provider_retry', provider: credential.provider, credential: credential.name, code: err.code, providerCode: err.providerCode, delayMs: Math.round(delayMs) }, 'retrying provider call')
+            logger.debug({ event: 'provider_retry', provider: credential.provider, credential: credential.name, code: err.code, providerCode: err.providerCode, delayMs: Math.round(delayMs) }, 'retrying provider call')
           },
-        })
+        }, undefined, throttles.get(credential.provider))
       } finally {
         end()
       }
@@ -156,11 +161,12 @@ export function createBroker(opts: BrokerOptions): Broker {
     minters,
     binding,
     resolver: binding,
-    notReady: () => prefetched.filter((c) => !cache.holds(c)).map((c) => c.name),
+    notReady: () => cache.unready(prefetched).map((u) => u.name),
+    unready: () => cache.unready(prefetched),
     async prefetch() {
-      await Promise.all(prefetched.map((c) => cache.prefetch(c)))
-      const missing = prefetched.filter((c) => !cache.holds(c)).map((c) => c.name)
-      if (missing.length > 0) logger.warn({ event: 'prefetch_incomplete', credentials: missing }, 'some credentials could not be fetched at start; they are retried on use')
+      await Promise.all(prefetched.map((c) => cache.keep(c)))
+      const missing = cache.unready(prefetched).map((u) => u.name)
+      if (missing.length > 0) logger.warn({ event: 'prefetch_incomplete', credentials: missing }, 'some credentials could not be fetched at start; they are retried in the background')
       else logger.info({ event: 'ready', credentials: prefetched.length }, 'all prefetched credentials hold a value')
     },
   }

@@ -72,7 +72,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     metrics,
     logger,
     token: config.admin.token,
-    notReady: broker.notReady,
+    unready: broker.unready,
     clear(name) {
       if (name === undefined) return cache.clear()
       const c = config.credentials[name]
@@ -129,7 +129,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
         clearTimeout(timer)
         clearInterval(sweep)
         await Promise.allSettled([agents.credentialed.close(), agents.passthrough.close(), broker.providers.closeAll(), broker.minters.closeAll()])
-        cache.clear()
+        cache.close()
         broker.scrubber.clear()
         logger.info({ event: 'stopped' }, 'latchkey stopped')
       })()

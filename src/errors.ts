@@ -37,8 +37,8 @@ export const ERROR_CODES = {
   intercept_no_alpn_protocol: { status: 400, description: 'The client offered no ALPN protocol latchkey speaks inside a tunnel (only http/1.1).' },
   intercept_handshake_failed: { status: 400, description: 'The TLS handshake inside an intercepted tunnel failed (usually: the client does not trust the latchkey CA).' },
   // Admin listener
-  admin_unauthorized: { status: 401, description: 'Missing or wrong admin bearer token.' },
-  admin_disabled: { status: 403, description: 'The mutating admin API is disabled because no admin token is configured.' },
+  admin_unauthorized: { status: 401, description: 'Missing or wrong admin bearer token (the cache calls; `/metrics` on an admin listener off loopback).' },
+  admin_disabled: { status: 403, description: 'The admin call needs the admin token (the cache calls; `/metrics` on an admin listener off loopback) and none is configured.' },
   not_found: { status: 404, description: 'No such admin endpoint.' },
   method_not_allowed: { status: 405, description: 'The admin endpoint does not accept this method.' },
   unknown_credential: { status: 404, description: 'The admin call names a credential that is not configured.' },

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
+import type { Unready } from '../cache/secret-cache.ts'
 import type { ErrorCode } from '../errors.ts'
 import { isLoopbackHost } from '../config/listeners.ts'
 import { sendError } from '../proxy/respond.ts'
@@ -11,8 +12,8 @@ export interface AdminOptions {
   logger: Logger
   /** Admin bearer token; undefined disables mutating calls. */
   token: string | undefined
-  /** Names of prefetched credentials that do not hold a value yet. */
-  notReady(): string[]
+  /** Prefetched credentials that cannot be served now, with their error codes (never values). */
+  unready(): Unready[]
   /** Clear all cached secrets, or one credential's; undefined when the name is unknown. */
   clear(credential?: string): number | undefined
   /**
@@ -51,8 +52,9 @@ export function createAdminServer(o: AdminOptions): http.Server {
     if (path === '/healthz') return get(req, res, () => json(res, 200, { status: 'ok' }))
     if (path === '/readyz') {
       return get(req, res, () => {
-        const missing = o.notReady()
-        json(res, missing.length === 0 ? 200 : 503, missing.length === 0 ? { status: 'ready' } : { status: 'not_ready', waiting: missing })
+        const unready = o.unready()
+        if (unready.length === 0) return json(res, 200, { status: 'ready' })
+        json(res, 503, { status: 'not_ready', waiting: unready.map((u) => u.name), errors: unready.map((u) => ({ credential: u.name, code: u.code })) })
       })
     }
     if (path === '/metrics') {

@@ -71,7 +71,8 @@ export class Metrics {
   }
 
   constructor(options: { processMetrics?: boolean } = {}) {
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_' })
+    // prom-client samples event-loop lag with a 10 ms timer by default: 4 ms of CPU per second in an idle pod.
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_', eventLoopMonitoringPrecision: 500 })
   }
 }
 

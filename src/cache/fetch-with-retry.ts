@@ -2,6 +2,7 @@ import { LatchkeyError, ProviderError } from '../errors.ts'
 import { raceAbort } from '../providers/abortable.ts'
 import type { SecretProvider } from '../providers/provider.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
+import { SYSTEM_CLOCK, type Clock } from './clock.ts'
 
 export interface RetryPolicy {
   /** Provider calls at most (first try + retries). */
@@ -20,18 +21,38 @@ export interface RetryPolicy {
   deadlineMs?: number
 }
 
+/**
+ * A provider's shared throttle: when one call is throttled, every call to that provider
+ * (any credential) waits until `until`. One per provider in a process.
+ */
+export interface Throttle {
+  readonly until: number
+  hold(until: number): void
+}
+
+/** A `Throttle` that only ever moves later: concurrent holds keep the longest. */
+export class SharedThrottle implements Throttle {
+  #until = 0
+  get until(): number {
+    return this.#until
+  }
+  hold(until: number): void {
+    if (until > this.#until) this.#until = until
+  }
+}
+
 export interface FetchObserver {
   onAttempt?(result: 'ok' | string, ms: number): void
   onRetry?(err: ProviderError, delayMs: number): void
 }
 
-/** Time and randomness, injectable for tests (timers are node's, so fake timers drive them). */
-export interface RetryClock {
-  now(): number
-  random(): number
-}
+/** Time, randomness and timers of the retry loop (the fleet simulation passes a virtual clock). */
+export type RetryClock = Clock
 
-const SYSTEM_CLOCK: RetryClock = { now: () => Date.now(), random: Math.random }
+/** The full-jitter draw: uniform in [0, min(capMs, baseMs * 2^(n-1))) before retry n. */
+export function backoffMs(n: number, baseMs: number, capMs: number, random: () => number): number {
+  return random() * Math.min(capMs, baseMs * 2 ** Math.max(0, n - 1))
+}
 
 /**
  * Call a provider with latchkey's own timeout and a bounded retry loop for transient
@@ -50,37 +71,45 @@ export async function fetchWithRetry(
   signal: AbortSignal | undefined,
   observer: FetchObserver = {},
   clock: RetryClock = SYSTEM_CLOCK,
+  throttle?: Throttle,
 ): Promise<SecretValue> {
   const deadline = policy.deadlineMs === undefined ? Infinity : clock.now() + policy.deadlineMs
   let last: ProviderError | undefined
   for (let attempt = 1; attempt <= policy.attempts; attempt++) {
-    const started = performance.now()
+    const held = (throttle?.until ?? 0) - clock.now()
+    if (held > 0) {
+      if (clock.now() + held >= deadline) throw last ?? new ProviderError('throttled', 'the provider is throttling; not called before its Retry-After ends', { retryAfterMs: held })
+      // Jittered, so the calls that waited for the same throttle do not resume together.
+      await sleep(held + clock.random() * policy.baseDelayMs, signal, clock)
+      if (signal?.aborted) throw last ?? new ProviderError('provider_timeout', 'aborted while the provider was throttling')
+    }
+    const started = clock.now()
     const budget = Math.min(policy.timeoutMs, deadline - clock.now())
     const timeout = new AbortController()
-    // A node timer (not AbortSignal.timeout) so that fake timers drive it in tests. Unref'd,
-    // like the backoff sleep: a prefetch in the in-process shim must not keep a short script
-    // alive once its own work is done. A request waiting for this fetch is held up by its own
-    // ref'd bound (settleWithin), not by these timers.
-    const timer = setTimeout(() => timeout.abort(), Math.max(0, budget))
-    timer.unref()
+    // The clock's timer (not AbortSignal.timeout) so that fake and virtual clocks drive it.
+    // Unref'd: a prefetch in the in-process shim must not keep a short script alive once its
+    // own work is done. A request waiting for this fetch is held up by its own ref'd bound
+    // (settleWithin), not by these timers.
+    const cancelTimeout = clock.setTimeout(() => timeout.abort(), budget)
     const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal
     try {
       // Raced as well as signalled: a provider that ignores its signal still cannot hold us.
       const value = await raceAbort(() => provider.fetch(ref, { signal: combined, version }), combined, abortError)
-      observer.onAttempt?.('ok', performance.now() - started)
+      observer.onAttempt?.('ok', clock.now() - started)
       return value
     } catch (err) {
       last = toProviderError(err, timeout.signal.aborted && !signal?.aborted)
-      observer.onAttempt?.(last.code, performance.now() - started)
+      observer.onAttempt?.(last.code, clock.now() - started)
+      const delay = Math.max(last.retryAfterMs ?? 0, backoffMs(attempt, policy.baseDelayMs, policy.maxDelayMs, () => clock.random()))
+      // Every credential of this provider waits too, whether or not this fetch retries.
+      if (last.code === 'throttled') throttle?.hold(clock.now() + delay)
       if (signal?.aborted || !last.retryable || attempt === policy.attempts) throw last
-      const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1))
-      const delay = Math.max(last.retryAfterMs ?? 0, clock.random() * backoff)
       if (clock.now() + delay >= deadline) throw last
       observer.onRetry?.(last, delay)
-      await sleep(delay, signal)
+      await sleep(delay, signal, clock)
       if (signal?.aborted) throw last
     } finally {
-      clearTimeout(timer)
+      cancelTimeout()
     }
   }
   throw last ?? new ProviderError('provider_unavailable', 'provider fetch failed')
@@ -91,11 +120,11 @@ const ABORTED = Object.freeze(Object.assign(new Error('aborted'), { name: 'Abort
 const abortError = (): Error => ABORTED
 
 /** Resolves after `ms`, or at once when `signal` fires. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+function sleep(ms: number, signal: AbortSignal | undefined, clock: Clock): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve()
     const done = () => {
-      clearTimeout(timer)
+      cancel()
       signal?.removeEventListener('abort', done)
       resolve()
     }
@@ -103,7 +132,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     // fetch (`await interceptor.ready` in a script) must not see the process exit under it.
     // The wait is bounded by the fetch's deadline. (An attempt's timer is unref'd: the
     // provider's own socket holds the loop while it runs.)
-    const timer = setTimeout(done, ms)
+    const cancel = clock.setTimeout(done, ms, true)
     signal?.addEventListener('abort', done, { once: true })
   })
 }

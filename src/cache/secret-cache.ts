@@ -3,10 +3,33 @@ import type { Logger } from 'pino'
 import type { CompiledCredential } from '../config/load.ts'
 import { LatchkeyError, ProviderError } from '../errors.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
+import { SYSTEM_CLOCK, type Clock } from './clock.ts'
+import { backoffMs } from './fetch-with-retry.ts'
+import { Keeper } from './keeper.ts'
 import { settleWithin } from './settle-within.ts'
 
 /** Default of `CacheOptions.staleGraceMs`. */
 export const DEFAULT_STALE_GRACE_MS = 1000
+
+/** Default of `CacheOptions.retry`. */
+export const DEFAULT_RETRY = Object.freeze({ baseMs: 1000, maxMs: 30_000 })
+
+/** A key whose last fetch failed: no provider call for it before `until`, whoever asks. */
+interface Failure {
+  readonly count: number
+  readonly since: number
+  readonly until: number
+  readonly err: LatchkeyError
+  /** A stale value was served (and logged) during this run of failures. */
+  staleLogged: boolean
+}
+
+/** A prefetched credential that cannot be served now, and why (a code, never a value). */
+export interface Unready {
+  readonly name: string
+  /** The last fetch's error code, or `pending` while the first fetch runs. */
+  readonly code: string
+}
 
 /** One fetched secret. `rendered` memoises the header value per credential (a cache hit allocates nothing). */
 interface Entry {
@@ -49,8 +72,16 @@ export interface CacheOptions {
    */
   onDrop?(cacheKey: string): void
   logger: Logger
-  now?: () => number
-  random?: () => number
+  /** Time, randomness and timers (default: the system's). */
+  clock?: Clock
+  /**
+   * Background retry after a failed fetch, for a credential with no value that may be served:
+   * full-jitter exponential backoff from `baseMs`, capped at `maxMs` (or at the credential's
+   * refresh interval when that is shorter, but never below `baseMs`). A credential that still
+   * holds a servable value retries about as often as it refreshes, sooner as `maxStale` runs
+   * out. A Retry-After is always honoured. Default `DEFAULT_RETRY`.
+   */
+  retry?: { baseMs: number; maxMs: number }
   observe?: {
     hit?(credential: string): void
     miss?(credential: string): void
@@ -68,26 +99,44 @@ export interface CacheOptions {
 export class SecretCache {
   readonly #entries: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<Entry>>()
-  /** A fetch that ended throttled with a Retry-After: no provider call for the key before `until`. */
-  readonly #throttled = new Map<string, { until: number; err: ProviderError }>()
+  readonly #failures = new Map<string, Failure>()
   readonly #lastBust = new Map<string, number>()
+  /** Keys evicted by a bust whose refetch runs: still counted as servable (readiness does not blink for it). */
+  readonly #busting = new Set<string>()
   /** Keys whose in-flight refresh outlasted the stale grace once: later requests get the old value at once. */
   readonly #slowRefresh = new Set<string>()
   readonly #opts: CacheOptions
+  readonly #clock: Clock
   readonly #now: () => number
   readonly #random: () => number
   readonly #staleGraceMs: number
+  readonly #retry: { baseMs: number; maxMs: number }
+  readonly #keeper: Keeper
 
   constructor(opts: CacheOptions) {
     this.#opts = opts
-    this.#now = opts.now ?? Date.now
-    this.#random = opts.random ?? Math.random
+    this.#clock = opts.clock ?? SYSTEM_CLOCK
+    const clock = this.#clock
+    this.#now = () => clock.now()
+    this.#random = () => clock.random()
     this.#staleGraceMs = opts.staleGraceMs ?? DEFAULT_STALE_GRACE_MS
+    this.#retry = opts.retry ?? DEFAULT_RETRY
+    this.#keeper = new Keeper(
+      {
+        refreshAt: (c) => this.#entries.get(c.cacheKey, { updateAgeOnGet: false })?.refreshAt,
+        retryAt: (c) => this.#failures.get(c.cacheKey)?.until,
+        load: (c) => this.#load(c),
+      },
+      this.#clock,
+      this.#retry.baseMs,
+    )
     this.#entries = new LRUCache<string, Entry>({
       max: opts.maxEntries,
       // Each entry's lru-cache TTL is its own TTL plus maxStale: past that it can never be
       // served, so it leaves memory then (an unref'd timer), even if nothing asks for it again.
-      ttlAutopurge: true,
+      // lru-cache's purge timer is a real one: on another clock, expired entries are only
+      // hidden (lru-cache checks the TTL on every read), not purged.
+      ttlAutopurge: this.#clock === SYSTEM_CLOCK,
       perf: { now: this.#now },
       // Only eviction and expiry are reported here: deletes are ours (bust, clear) and report themselves.
       dispose: (_v, key, reason) => {
@@ -134,17 +183,12 @@ export class SecretCache {
         this.#opts.observe?.stale?.(credential.name)
         return this.#resolve(credential, entry, true)
       }
-      const settled = await settleWithin(load, this.#staleGraceMs)
+      const settled = await settleWithin(load, this.#staleGraceMs, this.#clock)
       if (settled.state === 'fulfilled') return this.#resolve(credential, settled.value, false)
       if (this.#withinMaxStale(entry)) {
         const slow = settled.state === 'pending'
         if (slow && this.#inflight.get(credential.cacheKey) === load) this.#slowRefresh.add(credential.cacheKey)
-        const code = slow ? 'provider_timeout' : ((settled.reason as LatchkeyError | undefined)?.code ?? 'provider_unavailable')
-        this.#opts.observe?.stale?.(credential.name)
-        this.#opts.logger.warn(
-          { event: 'stale_served', credential: credential.name, code, reason: slow ? 'slow' : 'error' },
-          slow ? 'provider slower than the stale grace; serving the previous value within maxStale' : 'provider failed; serving the previous value within maxStale',
-        )
+        this.#servedStale(credential, slow, settled.state === 'rejected' ? settled.reason : undefined)
         return this.#resolve(credential, entry, true)
       }
       if (settled.state === 'rejected') throw unavailable(credential, settled.reason)
@@ -152,17 +196,55 @@ export class SecretCache {
     }
     let fresh: Entry
     try {
-      fresh = await load
+      fresh = await this.#afterGate(credential, load)
     } catch (err) {
       throw unavailable(credential, err)
     }
     return this.#resolve(credential, fresh, false)
   }
 
-  /** Whether a usable (unexpired) value is held: what readiness means. */
+  /**
+   * With nothing to serve, a failed fetch (the gate's at once, or one in flight that this
+   * request joined) whose retry is due within the stale grace is waited for and shared,
+   * twice at most, rather than failed at once: a request just after the provider comes back
+   * is served. A later retry fails the request now, with the last error.
+   */
+  async #afterGate(credential: CompiledCredential, first: Promise<Entry>): Promise<Entry> {
+    let load = first
+    for (let waits = 0; ; waits++) {
+      try {
+        return await load
+      } catch (err) {
+        const gated = this.#gated(credential.cacheKey)
+        if (waits >= 2 || gated === undefined || gated.until - this.#now() > this.#staleGraceMs) throw err
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, gated.until - this.#now(), true))
+        load = this.#load(credential)
+      }
+    }
+  }
+
+  /** Whether an unexpired value is held. */
   holds(credential: CompiledCredential): boolean {
     const e = this.#entries.get(credential.cacheKey, { updateAgeOnGet: false })
     return e !== undefined && this.#now() < e.expiresAt
+  }
+
+  /** Whether a value that may be served now is held: fresh, or expired within maxStale. */
+  servable(credential: CompiledCredential): boolean {
+    const e = this.#entries.get(credential.cacheKey, { updateAgeOnGet: false })
+    return e !== undefined && this.#withinMaxStale(e)
+  }
+
+  /**
+   * Readiness: the credentials (of those given) that cannot be served now, each with the
+   * code of its last fetch error. Empty when every one can.
+   */
+  unready(credentials: readonly CompiledCredential[]): Unready[] {
+    const out: Unready[] = []
+    for (const c of credentials) {
+      if (!this.servable(c) && !this.#busting.has(c.cacheKey)) out.push({ name: c.name, code: this.#failures.get(c.cacheKey)?.err.code ?? 'pending' })
+    }
+    return out
   }
 
   /**
@@ -180,6 +262,12 @@ export class SecretCache {
     }
     const inflight = this.#inflight.get(key)
     if (!inflight) {
+      // The provider is failing and its retry is not due: keep the value (other hosts may still take it).
+      if (this.#gated(key)) {
+        this.#opts.observe?.bust?.(credential.name, 'cooldown')
+        this.#opts.logger.debug({ event: 'bust_deferred', credential: credential.name }, 'upstream refused the credential while the provider is failing; not refetching before its retry')
+        return undefined
+      }
       const last = this.#lastBust.get(key)
       if (last !== undefined && this.#now() - last < this.#opts.bustCooldownMs) {
         this.#opts.observe?.bust?.(credential.name, 'cooldown')
@@ -190,10 +278,11 @@ export class SecretCache {
       // No onDrop: the refetch's onValue replaces the refused value, which then stays in the
       // scrubber's previous generation (requests still in flight may log it).
       this.#entries.delete(key)
+      this.#busting.add(key)
       this.#opts.logger.info({ event: 'bust', credential: credential.name }, 'upstream refused the credential; evicted and refetching')
     }
     try {
-      const fresh = await (inflight ?? this.#load(credential))
+      const fresh = await (inflight ?? this.#load(credential)).finally(() => this.#busting.delete(key))
       const changed = !fresh.secret.equals(used)
       this.#opts.observe?.bust?.(credential.name, changed ? 'changed' : 'unchanged')
       return changed ? this.#resolve(credential, fresh, false) : undefined
@@ -216,14 +305,31 @@ export class SecretCache {
     }
   }
 
+  /**
+   * Keep `credential` fresh from now on, used or not: fetch now, refresh ahead of expiry, and
+   * after a failure retry in the background until a fetch succeeds. Resolves when the first
+   * fetch has settled (whatever its outcome).
+   */
+  keep(credential: CompiledCredential): Promise<void> {
+    return this.#keeper.keep(credential)
+  }
+
+  /** Stop keeping and drop every value (the daemon is stopping). */
+  close(): void {
+    this.#keeper.stop()
+    this.clear()
+  }
+
   /** Drop cached values: all, or those of one credential. Returns how many entries were removed. */
   clear(credential?: CompiledCredential): number {
     if (credential) {
       const had = this.#entries.delete(credential.cacheKey)
       this.#lastBust.delete(credential.cacheKey)
-      this.#throttled.delete(credential.cacheKey)
+      this.#failures.delete(credential.cacheKey)
       if (had) this.#opts.onDrop?.(credential.cacheKey)
       this.#opts.observe?.entries?.(this.#entries.size)
+      // A kept credential is fetched again at once, so readiness does not wait for its timer.
+      this.#keeper.poke(credential.cacheKey)
       return had ? 1 : 0
     }
     const keys = [...this.#entries.keys()]
@@ -231,8 +337,9 @@ export class SecretCache {
     this.#entries.clear()
     for (const key of keys) this.#opts.onDrop?.(key)
     this.#lastBust.clear()
-    this.#throttled.clear()
+    this.#failures.clear()
     this.#opts.observe?.entries?.(0)
+    this.#keeper.pokeAll()
     return n
   }
 
@@ -244,17 +351,20 @@ export class SecretCache {
     return this.#now() < entry.staleUntil
   }
 
+  /** A failure whose retry is not due yet: no provider call for the key before then. */
+  #gated(key: string): Failure | undefined {
+    const f = this.#failures.get(key)
+    return f !== undefined && this.#now() < f.until ? f : undefined
+  }
+
   #load(credential: CompiledCredential): Promise<Entry> {
     const key = credential.cacheKey
     const existing = this.#inflight.get(key)
     if (existing) return existing
-    // The retry loop gave up because the service asked for a longer wait than it had: until
-    // then every miss fails at once (stale value or 503) instead of calling again per request.
-    const held = this.#throttled.get(key)
-    if (held !== undefined) {
-      if (this.#now() < held.until) return Promise.reject(held.err)
-      this.#throttled.delete(key)
-    }
+    // Until the retry is due, every miss fails at once (stale value or 503) instead of calling
+    // again: the provider sees a bounded rate per credential however many requests arrive.
+    const gated = this.#gated(key)
+    if (gated !== undefined) return Promise.reject(gated.err)
     const p = this.#opts
       .fetch(credential)
       .then((secret) => {
@@ -262,22 +372,39 @@ export class SecretCache {
         // A value with its own lifetime (a minted token) sets its TTL and bounds its stale use.
         const ttl = secret.expiry?.ttlMs ?? credential.ttlMs * (0.9 + 0.2 * this.#random())
         const staleMs = secret.expiry ? Math.max(0, Math.min(this.#opts.maxStaleMs, secret.expiry.usableMs - ttl)) : this.#opts.maxStaleMs
-        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * this.#opts.refreshAhead, expiresAt: now + ttl, staleUntil: now + ttl + staleMs, rendered: new Map() }
+        const failed = this.#failures.get(key)
+        // A value that does not replace a refreshed one (the first, one after a bust, one that
+        // ends a failure) has its refresh point drawn over the last 70 % of the refresh-ahead
+        // span: a fleet that started, recovered or rotated together does not refresh together.
+        const ahead = this.#opts.refreshAhead * (failed === undefined && this.#entries.has(key) ? 1 : 0.3 + 0.7 * this.#random())
+        const entry: Entry = { secret, fetchedAt: now, refreshAt: now + ttl * ahead, expiresAt: now + ttl, staleUntil: now + ttl + staleMs, rendered: new Map() }
         this.#opts.onValue?.(credential, secret)
         this.#entries.set(key, entry, { ttl: Math.ceil(ttl + staleMs) })
         this.#opts.observe?.entries?.(this.#entries.size)
-        this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
+        // The fingerprint is a hash: computed only when the line is written.
+        if (this.#opts.logger.isLevelEnabled('debug')) {
+          this.#opts.logger.debug({ event: 'secret_fetched', credential: credential.name, provider: credential.provider, fingerprint: secret.fingerprint(), ttlMs: Math.round(ttl) }, 'secret fetched')
+        }
+        if (failed !== undefined) {
+          this.#failures.delete(key)
+          this.#opts.logger.info(
+            { event: 'provider_recovered', credential: credential.name, provider: credential.provider, failures: failed.count, downMs: Math.round(now - failed.since) },
+            'provider fetch succeeded again',
+          )
+        }
         return entry
       })
       .catch((err: unknown) => {
-        const e = err as ProviderError
-        if (e instanceof ProviderError && e.code === 'throttled' && e.retryAfterMs !== undefined && e.retryAfterMs > 0) {
-          this.#throttled.set(key, { until: this.#now() + e.retryAfterMs, err: e })
-        }
-        this.#opts.logger.warn(
-          { event: 'provider_error', credential: credential.name, provider: credential.provider, code: e.code, providerCode: e.providerCode, err: e },
-          'provider fetch failed',
-        )
+        const e = err instanceof LatchkeyError ? err : new ProviderError('provider_unavailable', 'provider fetch failed')
+        const now = this.#now()
+        const prev = this.#failures.get(key)
+        const count = (prev?.count ?? 0) + 1
+        const retryInMs = this.#retryDelay(credential, count, e)
+        this.#failures.set(key, { count, since: prev?.since ?? now, until: now + retryInMs, err: e, staleLogged: prev?.staleLogged ?? false })
+        // Once per change of state, not per attempt: a long outage writes one line, not one per retry.
+        const fields = { credential: credential.name, provider: credential.provider, code: e.code, providerCode: (e as ProviderError).providerCode, failures: count, retryInMs: Math.round(retryInMs) }
+        if (prev === undefined || prev.err.code !== e.code) this.#opts.logger.warn({ event: 'provider_error', ...fields, err: e }, 'provider fetch failed; retrying in the background')
+        else this.#opts.logger.debug({ event: 'provider_retry_failed', ...fields }, 'provider fetch failed again')
         throw err
       })
       .finally(() => {
@@ -286,6 +413,39 @@ export class SecretCache {
       })
     this.#inflight.set(key, p)
     return p
+  }
+
+  /**
+   * When to try a failing key again. Without a servable value something is waiting (readiness,
+   * requests): capped exponential backoff with full jitter. With one, nothing is: spread the
+   * retry like a refresh (a fleet that lost its provider then calls it no more often than when
+   * it was up, and its recovery is as spread as its refreshes), but within half of what is left
+   * of maxStale, so tries come faster as that runs out. A Retry-After is a floor.
+   */
+  #retryDelay(credential: CompiledCredential, count: number, err: LatchkeyError): number {
+    const { baseMs, maxMs } = this.#retry
+    const refreshMs = credential.ttlMs * this.#opts.refreshAhead
+    const capMs = Math.max(baseMs, Math.min(maxMs, refreshMs))
+    const entry = this.#entries.get(credential.cacheKey, { updateAgeOnGet: false })
+    const slackMs = entry === undefined ? 0 : entry.staleUntil - this.#now()
+    const spreadMs = Math.min(2 * refreshMs, slackMs / 2)
+    const delay = spreadMs > capMs ? this.#random() * spreadMs : backoffMs(count, baseMs, capMs, this.#random)
+    return Math.max(delay, (err as ProviderError).retryAfterMs ?? 0)
+  }
+
+  /** Count every stale serve; log the first of each slow refresh and of each run of failures. */
+  #servedStale(credential: CompiledCredential, slow: boolean, reason: unknown): void {
+    this.#opts.observe?.stale?.(credential.name)
+    const f = this.#failures.get(credential.cacheKey)
+    if (!slow && f !== undefined) {
+      if (f.staleLogged) return
+      f.staleLogged = true
+    }
+    const code = slow ? 'provider_timeout' : ((reason as LatchkeyError | undefined)?.code ?? 'provider_unavailable')
+    this.#opts.logger.warn(
+      { event: 'stale_served', credential: credential.name, code, reason: slow ? 'slow' : 'error' },
+      slow ? 'provider slower than the stale grace; serving the previous value within maxStale' : 'provider failed; serving the previous value within maxStale',
+    )
   }
 
   #resolve(credential: CompiledCredential, entry: Entry, stale: boolean): Resolved {

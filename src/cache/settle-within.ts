@@ -1,3 +1,5 @@
+import { SYSTEM_CLOCK, type Clock } from './clock.ts'
+
 /** How a promise stood when a bounded wait for it ended. */
 export type Settled<T> = { readonly state: 'fulfilled'; readonly value: T } | { readonly state: 'rejected'; readonly reason: unknown } | { readonly state: 'pending' }
 
@@ -17,16 +19,16 @@ const PENDING: Settled<never> = Object.freeze({ state: 'pending' })
  * settling; ref'd, the wait ends at its bound with `pending` and the request fails cleanly.
  * It costs nothing beyond that bound: it is cleared as soon as `p` settles.
  */
-export function settleWithin<T>(p: Promise<T>, ms: number): Promise<Settled<T>> {
+export function settleWithin<T>(p: Promise<T>, ms: number, clock: Clock = SYSTEM_CLOCK): Promise<Settled<T>> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(PENDING), Math.max(0, ms))
+    const cancel = clock.setTimeout(() => resolve(PENDING), ms, true)
     p.then(
       (value) => {
-        clearTimeout(timer)
+        cancel()
         resolve({ state: 'fulfilled', value })
       },
       (reason: unknown) => {
-        clearTimeout(timer)
+        cancel()
         resolve({ state: 'rejected', reason })
       },
     )

@@ -76,8 +76,10 @@ export function sidecarOptionsFor(plan: Plan, o: SidecarOptions): { ok: true; op
 
 const PROBE_TIMING = {
   // The app containers start only after this succeeds: readiness means every prefetched
-  // credential holds a value, so the pipeline's first request can already be served.
-  startup: { periodSeconds: 1, failureThreshold: 120, timeoutSeconds: 2 },
+  // credential holds a value that may be served, so the pipeline's first request can be.
+  // A failed prefetch retries by itself, so this waits up to 10 minutes: a restart would
+  // only start latchkey's backoff over.
+  startup: { periodSeconds: 1, failureThreshold: 600, timeoutSeconds: 2 },
   liveness: { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 2 },
   readiness: { periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 2 },
 }
@@ -110,18 +112,28 @@ export function sidecarContainer(plan: Plan, o: SidecarOptions): Json {
 
 /**
  * `NODE_OPTIONS` for the sidecar: an old-space cap of 3/8 of the memory limit (96 MiB for
- * 256Mi). V8 does not size its heap from the container's limit reliably (nodejs/node#64646:
- * in a 256 MiB cgroup it reports a 262 MiB heap limit), and it collects lazily while the heap
- * is below its own limit: under sustained load an uncapped sidecar grew to about 250 MiB RSS,
- * at the edge of a 256Mi limit, where the kernel kills it. The rest of the limit is for code,
- * buffers and TLS state outside the heap. The injector command checks `--memory-limit` with
- * the same parser at start, so a limit it accepted never throws here.
+ * 256Mi) and a young-generation cap of {@link SEMI_SPACE_MIB} MiB per semi-space. V8 does not
+ * size its heap from the container's limit reliably (nodejs/node#64646: in a 256 MiB cgroup it
+ * reports a 262 MiB heap limit), and it sizes the young generation from the host's memory (two
+ * 64 MiB semi-spaces on a 16 GiB node), which it keeps once grown: under sustained load an
+ * uncapped sidecar grew to about 250 MiB RSS, at the edge of a 256Mi limit, where the kernel
+ * kills it. The rest of the limit is for code, buffers and TLS state outside the heap. This
+ * replaces the image's own `NODE_OPTIONS` (deploy/docker/Dockerfile), so it carries the same
+ * young-generation cap. The injector command checks `--memory-limit` with the same parser at
+ * start, so a limit it accepted never throws here.
  */
 export function sidecarNodeOptions(memoryLimit: string): string {
   const bytes = parseQuantity(memoryLimit, 'memory', 'the sidecar memory limit')
   const mib = Math.max(32, Math.floor((bytes * 3) / 8 / 1024 ** 2))
-  return `--max-old-space-size=${mib}`
+  return `--max-old-space-size=${mib} --max-semi-space-size=${SEMI_SPACE_MIB}`
 }
+
+/**
+ * MiB per young-generation semi-space in every shipped launch path (bin/latchkey.js, the
+ * image, the injected sidecar): measured in docs/benchmarks.md, it keeps RSS under load near
+ * 100 MiB at the same throughput as V8's host-sized default.
+ */
+export const SEMI_SPACE_MIB = 2
 
 /** The restricted Pod Security profile, container level. */
 export function restrictedSecurityContext(): Json {

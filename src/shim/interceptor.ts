@@ -117,7 +117,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
     ready,
     async close() {
       await Promise.allSettled([own?.close(), broker.providers.closeAll(), broker.minters.closeAll()])
-      broker.cache.clear()
+      broker.cache.close()
       broker.scrubber.clear()
     },
   })

@@ -13,7 +13,7 @@ let exposedWithToken: string
 let exposedNoToken: string
 
 async function start(token: string | undefined, exposed?: boolean): Promise<string> {
-  const server = createAdminServer({ metrics: new Metrics({ processMetrics: false }), logger: pino({ level: 'silent' }), token, notReady: () => [], clear: () => 0, exposed })
+  const server = createAdminServer({ metrics: new Metrics({ processMetrics: false }), logger: pino({ level: 'silent' }), token, unready: () => [], clear: () => 0, exposed })
   servers.push(server)
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`

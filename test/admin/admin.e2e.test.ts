@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test'
 import type { Daemon } from '../../src/daemon.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
+import { logWaiter } from '../helpers/log-waiter.ts'
 
 const CANARY_A = 'canary-admin-a-2f9e1b7c'
 const CANARY_B = 'canary-admin-b-8c3d0a64'
@@ -10,7 +11,8 @@ const ADMIN_TOKEN = 'admin-token-5c1e0b9a7d3f2468'
 
 let withToken: Daemon
 let noToken: Daemon
-const logs = captureLogs()
+const capture = captureLogs()
+const logs = { ...capture, ...logWaiter(capture) }
 
 const config = (admin: Record<string, unknown>) => ({
   admin,
@@ -37,17 +39,18 @@ after(async () => {
 const clear = (d: Daemon, body: string | undefined, token?: string) =>
   fetch(`${d.adminUrl}/v1/cache/clear`, { method: 'POST', body, headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
 
-test('POST /v1/cache/clear with {} and the admin token clears every cached secret and says how many', async () => {
+test('POST /v1/cache/clear with {} and the admin token clears every cached secret and says how many; prefetched ones are fetched again by themselves', async () => {
   assert.equal((await fetch(`${withToken.adminUrl}/readyz`)).status, 200)
+  const from = logs.count()
   const res = await clear(withToken, '{}', ADMIN_TOKEN)
   assert.equal(res.status, 200)
   assert.deepEqual(await res.json(), { cleared: 2 })
+  // Both entries (a and a2 share one) are fetched again with no request, and readiness is back.
+  for (const name of ['a', 'b']) await logs.next(`the refetch of ${name}`, (r) => r.event === 'secret_fetched' && (r.credential === name || (name === 'a' && r.credential === 'a2')), { from })
   const ready = await fetch(`${withToken.adminUrl}/readyz`)
-  assert.equal(ready.status, 503)
-  assert.deepEqual(((await ready.json()) as { waiting: string[] }).waiting.sort(), ['a', 'a2', 'b'])
-  // Nothing left to clear.
+  assert.equal(ready.status, 200, await ready.text())
   const again = await clear(withToken, '{}', ADMIN_TOKEN)
-  assert.deepEqual(await again.json(), { cleared: 0 })
+  assert.deepEqual(await again.json(), { cleared: 2 })
 })
 
 test('with no admin token configured, cache clear is 403 admin_disabled, whatever token is presented', async () => {

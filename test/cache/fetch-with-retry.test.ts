@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, mock, test } from 'node:test'
+import { SYSTEM_CLOCK } from '../../src/cache/clock.ts'
 import { fetchWithRetry, type RetryClock, type RetryPolicy } from '../../src/cache/fetch-with-retry.ts'
 import { ProviderError } from '../../src/errors.ts'
 import type { SecretProvider } from '../../src/providers/provider.ts'
@@ -43,7 +44,7 @@ function scripted(script: Step[]): Scripted {
   return { provider, calls, aborts }
 }
 
-const clock = (draw: number): RetryClock => ({ now: () => Date.now(), random: () => draw })
+const clock = (draw: number): RetryClock => ({ ...SYSTEM_CLOCK, random: () => draw })
 
 const transient = () => new ProviderError('provider_unavailable', 'down')
 

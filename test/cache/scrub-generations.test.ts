@@ -32,7 +32,8 @@ before(async () => {
       credentials: { app: { provider: 'f', ref: 'token', hosts: ['api.test'], inject: { type: 'bearer' } } },
     },
   })
-  await broker.prefetch()
+  // Fetched once, not kept fresh in the background: the tests rotate the file between fetches themselves.
+  assert.equal(await broker.cache.prefetch(broker.config.credentials.app!), true)
 })
 
 after(async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pino from 'pino'
+import { SYSTEM_CLOCK } from '../../src/cache/clock.ts'
 import { SecretCache } from '../../src/cache/secret-cache.ts'
 import type { CompiledCredential } from '../../src/config/load.ts'
 import { LatchkeyError, ProviderError } from '../../src/errors.ts'
@@ -41,8 +42,8 @@ function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number; staleGraceM
     observe: { stale: (name) => staleServed.push(name) },
     refreshAhead: 0.8,
     logger: pino({ level: 'silent' }),
-    now: () => now,
-    random: () => 0.5, // jitter factor exactly 1.0
+    // Timers stay real (the stale grace); time and the jitter draw are the test's. Jitter factor exactly 1.0.
+    clock: { now: () => now, random: () => 0.5, setTimeout: SYSTEM_CLOCK.setTimeout },
     async fetch() {
       calls++
       if (gate) await gate
@@ -292,8 +293,7 @@ test('each fetched value lives for its TTL with ±10 % jitter: the random draw s
       bustCooldownMs: 10_000,
       refreshAhead: 0.8,
       logger: pino({ level: 'silent' }),
-      now: () => now,
-      random: () => draw,
+      clock: { now: () => now, random: () => draw, setTimeout: SYSTEM_CLOCK.setTimeout },
       fetch: async () => new SecretValue('jittered'),
     })
     const c = credential('j', 100_000)

@@ -79,9 +79,11 @@ before(async () => {
         slow: cred(slow.port),
         refused: cred(refusedPort),
         vaulted: { provider: 'vault', ref: 'secret/data/app', field: 'token', hosts: ['vaulted.test'], inject: { type: 'bearer' }, prefetch: false },
-        // Short-lived entries for the stale cases; each its own secret so their refreshes do not meet.
-        stale: { provider: 'vault', ref: 'secret/data/stale', field: 'token', hosts: [`localhost:${staleUp.port}`], inject: { type: 'bearer' }, ttl: '300ms' },
-        gone: { provider: 'vault', ref: 'secret/data/gone', field: 'token', hosts: [`localhost:${goneUp.port}`], inject: { type: 'bearer' }, ttl: '300ms' },
+        // Short-lived entries for the stale cases; each its own secret so their refreshes do not
+        // meet. Not prefetched: a prefetched credential is kept fresh in the background, and
+        // these must expire while unused.
+        stale: { provider: 'vault', ref: 'secret/data/stale', field: 'token', hosts: [`localhost:${staleUp.port}`], inject: { type: 'bearer' }, ttl: '300ms', prefetch: false },
+        gone: { provider: 'vault', ref: 'secret/data/gone', field: 'token', hosts: [`localhost:${goneUp.port}`], inject: { type: 'bearer' }, ttl: '300ms', prefetch: false },
         checking: { provider: 'vault', ref: 'secret/data/rotating', field: 'token', hosts: [`localhost:${checking.port}`], inject: { type: 'bearer' } },
       },
       routes: {

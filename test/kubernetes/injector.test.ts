@@ -69,14 +69,14 @@ describe('latchkey injector: AdmissionReview v1', () => {
   })
 
   it('caps the sidecar heap at 3/8 of its memory limit, following --memory-limit', async () => {
-    assert.equal(sidecarNodeOptions('256Mi'), '--max-old-space-size=96')
-    assert.equal(sidecarNodeOptions('1Gi'), '--max-old-space-size=384')
-    assert.equal(sidecarNodeOptions('512M'), '--max-old-space-size=183')
-    assert.equal(sidecarNodeOptions('64Mi'), '--max-old-space-size=32', 'never below 32 MiB')
+    assert.equal(sidecarNodeOptions('256Mi'), '--max-old-space-size=96 --max-semi-space-size=2')
+    assert.equal(sidecarNodeOptions('1Gi'), '--max-old-space-size=384 --max-semi-space-size=2')
+    assert.equal(sidecarNodeOptions('512M'), '--max-old-space-size=183 --max-semi-space-size=2')
+    assert.equal(sidecarNodeOptions('64Mi'), '--max-old-space-size=32 --max-semi-space-size=2', 'never below 32 MiB')
     const r = reviewAdmission(admissionReview(pod(INJECT)), { ...SIDECAR, resources: { ...SIDECAR.resources, limits: { memory: '1Gi' } } })
     const ops = JSON.parse(Buffer.from(r.review.response.patch ?? '', 'base64').toString('utf8')) as Operation[]
     const sidecar = ((applyPatch(pod(INJECT), ops).spec.initContainers ?? []) as C[])[0] as C
-    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=384' }])
+    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=384 --max-semi-space-size=2' }])
     assert.deepEqual(sidecar.resources, { requests: SIDECAR.resources.requests, limits: { memory: '1Gi' } })
   })
 

@@ -54,8 +54,8 @@ describe('Kubernetes quantities', () => {
   })
 
   it('the sidecar heap cap follows every memory form the injector accepts, and a memory "m" is an error instead of the 32 MiB floor', () => {
-    assert.equal(sidecarNodeOptions('512Mi'), '--max-old-space-size=192')
-    assert.equal(sidecarNodeOptions('1Ti'), `--max-old-space-size=${(1024 ** 2 * 3) / 8}`)
+    assert.equal(sidecarNodeOptions('512Mi'), '--max-old-space-size=192 --max-semi-space-size=2')
+    assert.equal(sidecarNodeOptions('1Ti'), `--max-old-space-size=${(1024 ** 2 * 3) / 8} --max-semi-space-size=2`)
     assert.equal(sidecarNodeOptions('512e6'), sidecarNodeOptions('512M'))
     assert.throws(() => sidecarNodeOptions('512m'), /thousandths of a byte/)
   })
