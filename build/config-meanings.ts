@@ -120,4 +120,10 @@ export const MEANINGS: Readonly<Record<string, string>> = {
   'credentials.<name>.allow': 'method and path rules (`methods`, `paths` globs); a request no rule allows is refused ([Policy](policy.md#method-and-path-rules))',
   'credentials.<name>.requireProxyAuth': 'serve this credential only to clients that present the proxy client token (`proxyAuth`)',
   'routes.<name>.upstream': '`http(s)://host[:port][/base]`: `/<name>/<rest>` on the listener → `<upstream>/<rest>`',
+  'credentials.<name>.inject.region [inject.type: aws-sigv4]': 'signing region; default: from the host (`s3.eu-west-1.amazonaws.com`), else from `endpoints` ([Minted credentials](minted-credentials.md#aws-signature-v4))',
+  'credentials.<name>.inject.service [inject.type: aws-sigv4]': 'signing service (`s3`, `execute-api`, `sqs`, …); default: from the host, else from `endpoints`',
+  'credentials.<name>.inject.endpoints.<name>.region [inject.type: aws-sigv4]': 'region signed for this `host[:port]` (MinIO, R2, a VPC endpoint)',
+  'credentials.<name>.inject.endpoints.<name>.service [inject.type: aws-sigv4]': 'service signed for this `host[:port]` (`s3` for S3-compatible stores)',
+  'credentials.<name>.inject.maxBodyBytes [inject.type: aws-sigv4]': 'largest body read into memory to hash it, for services other than S3 (S3 bodies stream); larger is 413 `request_too_large`',
+  'credentials.<name>.inject.expirySkew [inject.type: aws-sigv4]': 'keys from the sidecar\'s own identity are replaced this long before they expire',
 }

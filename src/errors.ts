@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   unsupported_scheme: { status: 400, description: 'The absolute request URI is not `http:`; use CONNECT (HTTPS_PROXY) for `https:` URLs.' },
   too_many_connections: { status: 503, description: 'The proxy listener holds `limits.maxConnections` connections; this one is answered and closed at once. Retry later.' },
   request_timeout: { status: 408, description: 'The client did not send its request headers within `limits.headersTimeout` (or the whole request within `limits.requestTimeout`).' },
+  sigv4_unsupported: { status: 400, description: 'An `aws-sigv4` credential cannot sign this request: a body signed chunk by chunk (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`), a presigned URL (`X-Amz-Signature` in the query), or a body latchkey cannot read. The message says what to change on the client.' },
+  request_too_large: { status: 413, description: 'An `aws-sigv4` request to a service that needs the body\'s hash (not S3) has a body larger than `inject.maxBodyBytes`.' },
   headers_too_large: { status: 431, description: 'The request headers exceed the size limit.' },
   policy_denied: { status: 403, description: 'No `allow` rule of the credential bound to this host allows the request\'s method and normalised path; it is not forwarded.' },
   proxy_auth_required: { status: 407, description: 'The proxy client token (`proxyAuth`) is required and the request (or its CONNECT) carried no valid `Proxy-Authorization`.' },

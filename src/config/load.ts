@@ -9,6 +9,8 @@ import { normalizeHost, parseHostPattern, patternMatches, type HostPattern } fro
 import { PROVIDERS } from '../providers/registry.ts'
 import { resolveServerLimits, type ServerLimits } from '../proxy/server-limits.ts'
 import { compileMint, type MintSpec } from '../mint/compile.ts'
+import { SigV4Signer } from '../mint/sigv4.ts'
+import { SigV4Injector } from '../inject/sigv4-step.ts'
 import type { LogLevel, RawConfig } from './schema.ts'
 import { hideInText, hideInterpolatedValues } from './hide-values.ts'
 import { formatPath, interpolate, type InterpolationSources } from './interpolate.ts'
@@ -40,6 +42,8 @@ export interface CompiledCredential {
   readonly cacheKey: string
   /** A minted credential (oauth2, cloud access token): the cache holds the token, minted from `mint.source`. */
   readonly mint?: MintSpec
+  /** An `aws-sigv4` credential: the cached value is key JSON and this signs each request with it. */
+  readonly sigv4?: SigV4Signer
   /** Method/path rules; undefined = no rules (host binding only). */
   readonly rules: readonly CompiledRule[] | undefined
   readonly requireProxyAuth: boolean
@@ -206,10 +210,16 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       else issues.push({ path: `${at}.hosts[${i}]`, message: r.message })
     })
     let injector: CompiledInjector | undefined
-    try {
-      injector = compileInjector(name, c.inject.type === 'bearer' || c.inject.type === 'basic' || c.inject.type === 'header' ? c.inject : { type: 'bearer', overwrite: c.inject.overwrite }, mint ? undefined : c.field)
-    } catch (err) {
-      issues.push({ path: `${at}.inject`, message: (err as Error).message })
+    let sigv4: SigV4Signer | undefined
+    if (c.inject.type === 'aws-sigv4') {
+      injector = new SigV4Injector(name, c.inject.overwrite)
+      sigv4 = new SigV4Signer({ region: c.inject.region, service: c.inject.service, endpoints: sigv4Endpoints(c.inject.endpoints), maxBodyBytes: c.inject.maxBodyBytes })
+    } else {
+      try {
+        injector = compileInjector(name, c.inject.type === 'bearer' || c.inject.type === 'basic' || c.inject.type === 'header' ? c.inject : { type: 'bearer', overwrite: c.inject.overwrite }, mint ? undefined : c.field)
+      } catch (err) {
+        issues.push({ path: `${at}.inject`, message: (err as Error).message })
+      }
     }
     if (c.insecure) warnings.push(`credential ${name} has insecure: true: it may be sent over plain http (loopback and dev only)`)
     // The forward proxy sends a credentialed http:// request for port 80 over TLS to 443, so
@@ -231,6 +241,7 @@ function compile(raw: RawConfig, providerNames: readonly string[], opts: LoadOpt
       scrubResponses: c.scrubResponses,
       cacheKey: mint ? `mint\u0000${name}` : [c.provider, c.ref, c.field ?? '', c.version ?? ''].join('\u0000'),
       ...(mint ? { mint } : {}),
+      ...(sigv4 ? { sigv4 } : {}),
       rules,
       requireProxyAuth: c.requireProxyAuth,
     })
@@ -391,4 +402,10 @@ function dedupe(issues: ConfigIssue[]): ConfigIssue[] {
     seen.add(k)
     return true
   })
+}
+
+/** Endpoint hosts as the signer looks them up: lowercase, without a default port. */
+function sigv4Endpoints(endpoints: Readonly<Record<string, { region: string; service: string }>> | undefined): Record<string, { region: string; service: string }> | undefined {
+  if (endpoints === undefined) return undefined
+  return Object.fromEntries(Object.entries(endpoints).map(([host, scope]) => [host.toLowerCase().replace(/:(443|80)$/, ''), scope]))
 }

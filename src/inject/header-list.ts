@@ -28,6 +28,11 @@ function* pairs(headers: Headers): Generator<[string, string]> {
   }
 }
 
+/** Every header field as `[name, value]`, whatever shape undici was given. */
+export function headerPairs(headers: Headers): Iterable<[string, string]> {
+  return pairs(headers)
+}
+
 /** A flat `[name, value, ...]` list of strings (what the daemon builds): read without a generator. */
 function isFlat(headers: Headers): headers is string[] {
   return Array.isArray(headers) && (headers.length === 0 || typeof headers[0] === 'string')

@@ -10,6 +10,7 @@ import { errors } from '../errors.ts'
 import type { Exchange, ExchangeOptions } from '../observe/request-record.ts'
 import { hasHeader, withHeader } from './header-list.ts'
 import { responseScrubForms, scrubbingHandler } from './scrub-response.ts'
+import { AWS_KEYS } from './sigv4-step.ts'
 
 type Controller = Dispatcher.DispatchController
 type Handler = Dispatcher.DispatchHandler
@@ -168,9 +169,10 @@ class InjectedRequest {
   }
 
   #send(attempt: Attempt, headerValue: string): void {
-    const opts = { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
+    const used = this.#used as Resolved
+    // An aws-sigv4 credential is no header: the sigv4 step signs each attempt with these keys.
+    const opts = this.#credential.sigv4 ? { ...this.#opts, [AWS_KEYS]: used } : { ...this.#opts, headers: withHeader(this.#opts.headers, this.#credential.injector.headerName, headerValue) }
     try {
-      const used = this.#used as Resolved
       // The injected value never comes back to the client: headers always, bodies when the credential opts in.
       this.#dispatch(opts, scrubbingHandler(attempt, responseScrubForms(this.#credential, used), { bodies: this.#credential.scrubResponses, method: opts.method }))
     } catch (err) {

@@ -7,6 +7,7 @@ import { policyStep } from '../policy/policy-step.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
 import { mapUpstreamError } from '../proxy/upstream.ts'
 import { injectStep, type BoundExchange, type InjectDeps } from './inject-step.ts'
+import { sigv4Step } from './sigv4-step.ts'
 
 export type Step = Dispatcher.DispatcherComposeInterceptor
 
@@ -23,6 +24,7 @@ export function createPipeline(deps: InjectDeps & { readonly audit?: AuditSink |
     // Before inject: a refused request never waits for a secret.
     policyStep(),
     injectStep(deps),
+    sigv4Step(),
   ]
   return steps.reduceRight<Dispatcher.Dispatch>((next, step) => step(next), send)
 }

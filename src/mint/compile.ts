@@ -39,6 +39,11 @@ export function compileMint(name: string, c: CredentialConfig, defaultTtlMs: num
   }
   const options = c.inject as MintInjectConfig
   if ((c.provider === undefined) !== (c.ref === undefined)) return bad(c.provider === undefined ? '.provider' : '.ref', 'provider and ref name the stored secret together: set both or neither')
+  if (options.type === 'aws-sigv4') {
+    if (c.field !== undefined) return bad('.field', 'aws-sigv4 reads the whole secret as JSON keys (accessKeyId, secretAccessKey, sessionToken); remove field')
+    // Stored keys are cached like any secret; only the sidecar's own identity goes through a minter.
+    if (hasSource) return undefined
+  }
   let tokenUrl: URL | undefined
   if (options.type === 'oauth2') {
     if (!hasSource) return bad('.provider', `oauth2 needs provider and ref naming the ${options.auth === 'private_key_jwt' ? 'private key' : 'client secret'}`)

@@ -151,6 +151,8 @@ async function loadMinter(spec: MintSpec, ctx: LoadContext): Promise<TokenMinter
       return (await import('./gcp.ts')).createGcpMinter(spec, ctx)
     case 'azure-access-token':
       return (await import('./azure.ts')).createAzureMinter(spec, ctx)
+    case 'aws-sigv4':
+      return (await import('./sigv4.ts')).createAwsIdentityMinter()
   }
 }
 

@@ -61,7 +61,29 @@ export const mintInjectSchemas = [
       ...mintBase,
     })
     .strict(),
+  /**
+   * AWS Signature Version 4 over each request (AWS APIs, S3 and S3-compatible stores). The
+   * secret is JSON with `accessKeyId`, `secretAccessKey` and an optional `sessionToken`; without
+   * `provider` and `ref`, the sidecar's own AWS identity (IRSA, EKS Pod Identity, environment).
+   */
+  z
+    .object({
+      type: z.literal('aws-sigv4'),
+      /** Re-sign a request that carries its own `Authorization` (default). `false` sends such a request as the client signed it. */
+      overwrite: z.boolean().default(true),
+      /** Signing region; default: derived from the host (`s3.eu-west-1.amazonaws.com`), else from `endpoints`. */
+      region: z.string().regex(/^[a-z0-9-]+$/, 'expected an AWS region name such as eu-west-1').optional(),
+      /** Signing service (`s3`, `execute-api`, ...); default: derived from the host, else from `endpoints`. */
+      service: z.string().regex(/^[a-z0-9-]+$/, 'expected an AWS service signing name such as s3').optional(),
+      /** Hosts that are not `*.amazonaws.com` (MinIO, R2, a VPC endpoint): `host[:port]` (port unless 443/80) → region and service. */
+      endpoints: z.record(z.string().min(1), z.object({ region: z.string().regex(/^[a-z0-9-]+$/), service: z.string().regex(/^[a-z0-9-]+$/) }).strict()).optional(),
+      /** Largest body read into memory to hash it, for services that need a signed payload (not S3, whose bodies stream). */
+      maxBodyBytes: z.number().int().positive().default(1_048_576),
+      /** Keys from the sidecar's identity are replaced this long before they expire. Default 5m. */
+      expirySkew: duration.default(300_000),
+    })
+    .strict(),
 ] as const
 
 export type MintInjectConfig = z.infer<(typeof mintInjectSchemas)[number]>
-export const MINT_TYPES: ReadonlySet<string> = new Set(['oauth2', 'gcp-access-token', 'azure-access-token'])
+export const MINT_TYPES: ReadonlySet<string> = new Set(['oauth2', 'gcp-access-token', 'azure-access-token', 'aws-sigv4'])

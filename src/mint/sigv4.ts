@@ -11,10 +11,11 @@
  * they cannot survive a new one: refused. Other services need the body's hash: it is buffered
  * up to a limit, else refused.
  */
-import { Hash } from '@smithy/hash-node'
-import { SignatureV4 } from '@smithy/signature-v4'
-import { LatchkeyError, ProviderError } from '../errors.ts'
+import type { Hash as SmithyHash } from '@smithy/hash-node'
+import type { SignatureV4 as SmithySignatureV4 } from '@smithy/signature-v4'
+import { errors, LatchkeyError, ProviderError } from '../errors.ts'
 import { parseJsonObject, scalarField } from '../inject/secret-fields.ts'
+import type { TokenMinter } from './minters.ts'
 
 /** The keys a request is signed with. */
 export interface AwsKeys {
@@ -57,6 +58,13 @@ export interface SignInput {
   readonly now?: Date | undefined
 }
 
+/** The AWS SDK's signer, loaded with the first signature: a daemon without aws-sigv4 credentials never loads it. */
+let smithy: Promise<{ SignatureV4: typeof SmithySignatureV4; Hash: typeof SmithyHash }> | undefined
+function loadSmithy(): Promise<{ SignatureV4: typeof SmithySignatureV4; Hash: typeof SmithyHash }> {
+  smithy ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/hash-node')]).then(([sig, hash]) => ({ SignatureV4: sig.SignatureV4, Hash: hash.Hash }))
+  return smithy
+}
+
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 const HEX_SHA256 = /^[0-9a-f]{64}$/
 /** Placeholders a client signed with dummy keys sends; ours replace them. */
@@ -66,7 +74,7 @@ const SIGNED = new Set(['host', 'content-type', 'content-md5'])
 
 /** A request the step refuses: 400 with a message that says what to change on the client. */
 export function sigv4Refusal(message: string): LatchkeyError {
-  return new LatchkeyError('bad_request', message)
+  return errors.sigv4_unsupported(message)
 }
 
 /**
@@ -137,9 +145,32 @@ export function sigv4SecretForms(text: string): string[] {
 }
 
 /** The sidecar's own AWS identity (IRSA, EKS Pod Identity, env, profile), refreshed by the SDK before it expires. */
-export async function defaultAwsKeys(): Promise<() => Promise<AwsKeys>> {
+export async function defaultAwsKeys(): Promise<() => Promise<AwsKeys & { expiration?: Date | undefined }>> {
   const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers')
   return fromNodeProviderChain()
+}
+
+/**
+ * The sidecar's own identity as a minter: each fetch asks the default chain for the current keys
+ * and hands them to the cache as key JSON with their expiry, so the cache refreshes them ahead
+ * of time and the scrubber learns each new secret key and session token as it arrives.
+ */
+export async function createAwsIdentityMinter(): Promise<TokenMinter> {
+  const chain = await defaultAwsKeys()
+  return {
+    async mint() {
+      let keys: AwsKeys & { expiration?: Date | undefined }
+      try {
+        keys = await chain()
+      } catch (err) {
+        const name = (err as { name?: unknown }).name
+        // The chain's messages name the sources it tried, never a key.
+        throw new ProviderError('provider_auth_failed', `aws-sigv4: the default AWS credential chain (IRSA web identity, EKS Pod Identity, environment, profile) gave no keys: ${(err as Error).message}`, { providerCode: typeof name === 'string' ? name : undefined, retryable: true })
+      }
+      const token = JSON.stringify({ accessKeyId: keys.accessKeyId, secretAccessKey: keys.secretAccessKey, ...(keys.sessionToken ? { sessionToken: keys.sessionToken } : {}) })
+      return { token, lifetimeMs: keys.expiration ? keys.expiration.getTime() - Date.now() : undefined }
+    },
+  }
 }
 
 /** A signer for one credential: scopes and signers compiled once per host. */
@@ -175,13 +206,14 @@ export class SigV4Signer {
     }
     if (!hasBody) return { mode: 'empty' }
     if (length !== undefined && Number(length) > this.#maxBody) {
-      throw sigv4Refusal(`the request body (${length} bytes) is larger than the ${this.#maxBody} bytes latchkey buffers to sign a ${scope.service} request`)
+      throw errors.request_too_large(`the request body (${length} bytes) is larger than the ${this.#maxBody} bytes latchkey buffers to sign a ${scope.service} request`)
     }
     return { mode: 'buffer', limit: this.#maxBody }
   }
 
   /** The headers to send: the client's, less its AWS auth placeholders, plus ours. */
   async sign(input: SignInput): Promise<Record<string, string>> {
+    const { SignatureV4, Hash } = await loadSmithy()
     const scope = this.#scope(input.url)
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(input.headers)) {
@@ -194,7 +226,7 @@ export class SigV4Signer {
     else if (input.plan.mode === 'stream') payloadHash = input.plan.payloadHash
     else {
       if (input.body === undefined) throw new Error('sign: the plan asked for the buffered body')
-      if (input.body.byteLength > input.plan.limit) throw sigv4Refusal(`the request body is larger than the ${input.plan.limit} bytes latchkey buffers to sign a ${scope.service} request`)
+      if (input.body.byteLength > input.plan.limit) throw errors.request_too_large(`the request body is larger than the ${input.plan.limit} bytes latchkey buffers to sign a ${scope.service} request`)
       const h = new Hash('sha256')
       h.update(input.body)
       payloadHash = Buffer.from(await h.digest()).toString('hex')

@@ -69,3 +69,23 @@ test('AWS keys fed to the scrubber never reach a trace-level log line in any enc
   assert.equal(logs.lines().length, 2)
   assertNoCanary(logs.lines(), [keys.secretAccessKey, keys.sessionToken])
 })
+
+test('aws-sigv4: stored keys (provider and ref) or the sidecar identity (neither); field, half a source, and unknown keys are refused', () => {
+  const sigv4 = (extra: Record<string, unknown>, inject: Record<string, unknown> = {}) => ({ providers, credentials: { s3: { hosts: ['my-bucket.s3.eu-west-1.amazonaws.com', 'minio.internal:9000'], inject: { type: 'aws-sigv4', ...inject }, ...extra } } })
+  const stored = validateConfig(sigv4({ provider: 'dev', ref: 'AWS_KEYS' }, { endpoints: { 'MinIO.internal:9000': { region: 'us-east-1', service: 's3' } } }), opts)
+  assert.ok(stored.ok)
+  const c = stored.config.credentials.s3
+  assert.equal(c?.mint, undefined)
+  assert.ok(c?.sigv4)
+  assert.equal(c?.cacheKey, ['dev', 'AWS_KEYS', '', ''].join('\u0000'))
+  assert.deepEqual(c?.sigv4?.plan(new URL('http://minio.internal:9000/b/k'), {}), { mode: 'empty' })
+  const own = validateConfig(sigv4({}), opts)
+  assert.ok(own.ok)
+  assert.equal(own.config.credentials.s3?.mint?.kind, 'aws-sigv4')
+  assert.equal(own.config.credentials.s3?.mint?.source, undefined)
+  assert.match(problems(sigv4({ provider: 'dev', ref: 'K', field: 'aws' })).join('\n'), /credentials\.s3\.field: aws-sigv4 reads the whole secret/)
+  assert.match(problems(sigv4({ provider: 'dev' })).join('\n'), /set both or neither/)
+  assert.match(problems(sigv4({}, { maxBodyBytes: 0 })).join('\n'), /credentials\.s3\.inject/)
+  assert.match(problems(sigv4({}, { scope: 'x' })).join('\n'), /credentials\.s3\.inject/)
+  assert.match(problems(sigv4({}, { region: 'EU West' })).join('\n'), /region/)
+})

@@ -74,10 +74,10 @@ test('signed aws-chunked bodies and presigned URLs are refused with a clear 400 
   const url = new URL('/bucket/x', s3.url)
   assert.throws(
     () => signer.plan(url, { 'x-amz-content-sha256': 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD', 'content-length': '100' }),
-    (e: unknown) => e instanceof LatchkeyError && e.code === 'bad_request' && /payload_signing_enabled/.test(e.message),
+    (e: unknown) => e instanceof LatchkeyError && e.code === 'sigv4_unsupported' && /payload_signing_enabled/.test(e.message),
   )
   assert.deepEqual(signer.plan(url, { 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'content-length': '100' }), { mode: 'stream', payloadHash: 'STREAMING-UNSIGNED-PAYLOAD-TRAILER' })
-  assert.throws(() => signer.plan(new URL('/bucket/x?X-Amz-Signature=abc', s3.url), {}), (e: unknown) => e instanceof LatchkeyError && e.code === 'bad_request' && /presigned/.test(e.message))
+  assert.throws(() => signer.plan(new URL('/bucket/x?X-Amz-Signature=abc', s3.url), {}), (e: unknown) => e instanceof LatchkeyError && e.code === 'sigv4_unsupported' && /presigned/.test(e.message))
 })
 
 test('a service that needs the payload hash gets the body buffered up to the limit (Secrets Manager verifies it), and a larger body is refused', async () => {
@@ -91,7 +91,7 @@ test('a service that needs the payload hash gets the body buffered up to the lim
   const signed = await signer.sign({ method: 'POST', url, headers, plan, body, keys: creds })
   const r = await request(url, { method: 'POST', headers: signed, body })
   assert.equal(r.statusCode, 200, await r.body.text())
-  assert.throws(() => signer.plan(url, { ...headers, 'content-length': '5000' }), (e: unknown) => e instanceof LatchkeyError && e.code === 'bad_request')
+  assert.throws(() => signer.plan(url, { ...headers, 'content-length': '5000' }), (e: unknown) => e instanceof LatchkeyError && e.code === 'request_too_large')
 })
 
 test('a wrong secret key is refused by the verifier (the test server does check signatures)', async () => {

@@ -1,5 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import https from 'node:https'
+import zlib from 'node:zlib'
 import type { AddressInfo } from 'node:net'
 import type { AwsCredentials } from './aws-server.ts'
 
@@ -18,6 +20,8 @@ export interface S3Server {
   host: string
   region: string
   objects: Map<string, Buffer>
+  /** Size and SHA-256 (hex) of every object stored, including those too large to keep. */
+  stored: Map<string, { size: number; sha256: string }>
   /** Every request, with the verifier's verdict. */
   readonly log: Array<{ method: string; path: string; status: number; code: string | undefined; payloadHash: string | undefined }>
   close(): Promise<void>
@@ -84,15 +88,22 @@ export function verifySigV4(req: { method: string; rawPath: string; headers: Inc
   return timingSafeEqual(Buffer.from(expected), Buffer.from(signature)) ? undefined : 'SignatureDoesNotMatch'
 }
 
-export async function startS3Server(opts: { region?: string; keys: AwsCredentials[] }): Promise<S3Server> {
+/**
+ * `keys` is read on each request, so a test can rotate them by changing the array. `tls`
+ * serves https. Bodies over `keepBodiesUpTo` bytes are hashed and counted as they stream in,
+ * not kept (a large upload through the proxy must not fill the test process).
+ */
+export async function startS3Server(opts: { region?: string; keys: AwsCredentials[]; tls?: { cert: string; key: string }; keepBodiesUpTo?: number }): Promise<S3Server> {
   const region = opts.region ?? 'us-east-1'
+  const keep = opts.keepBodiesUpTo ?? Number.POSITIVE_INFINITY
   const objects = new Map<string, Buffer>()
+  const stored = new Map<string, { size: number; sha256: string }>()
   const log: S3Server['log'] = []
   const fail = (res: ServerResponse, status: number, code: string) => {
     res.writeHead(status, { 'content-type': 'application/xml' })
     res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`)
   }
-  const server = http.createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const rawPath = req.url ?? '/'
     const entry = { method: req.method ?? '', path: rawPath, status: 0, code: undefined as string | undefined, payloadHash: req.headers['x-amz-content-sha256'] as string | undefined }
     log.push(entry)
@@ -103,15 +114,19 @@ export async function startS3Server(opts: { region?: string; keys: AwsCredential
       req.resume()
       return fail(res, 403, denied)
     }
+    if (req.headers['x-amz-content-sha256'] === 'STREAMING-UNSIGNED-PAYLOAD-TRAILER') return putChunked(req, res, entry)
     const hash = createHash('sha256')
     const chunks: Buffer[] = []
+    let size = 0
     req.on('data', (c: Buffer) => {
-      chunks.push(c)
+      size += c.length
+      if (size <= keep) chunks.push(c)
       hash.update(c)
     })
     req.on('end', () => {
       const claimed = req.headers['x-amz-content-sha256']
-      if (claimed !== 'UNSIGNED-PAYLOAD' && claimed !== hash.digest('hex')) {
+      const digest = hash.digest('hex')
+      if (claimed !== 'UNSIGNED-PAYLOAD' && claimed !== digest) {
         entry.code = 'XAmzContentSHA256Mismatch'
         return fail(res, 400, 'XAmzContentSHA256Mismatch')
       }
@@ -120,12 +135,13 @@ export async function startS3Server(opts: { region?: string; keys: AwsCredential
       const key = rest.map((s) => decodeURIComponent(s)).join('/')
       if (req.method === 'GET' && key === '' && url.searchParams.get('list-type') === '2') {
         const prefix = url.searchParams.get('prefix') ?? ''
-        const keys = [...objects.keys()].filter((k) => k.startsWith(`${bucket}/${prefix}`)).map((k) => k.slice(bucket.length + 1)).sort()
+        const keys = [...new Set([...objects.keys(), ...stored.keys()])].filter((k) => k.startsWith(`${bucket}/${prefix}`)).map((k) => k.slice(bucket.length + 1)).sort()
         res.writeHead(200, { 'content-type': 'application/xml' })
         return res.end(`<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>${bucket}</Name><KeyCount>${keys.length}</KeyCount>${keys.map((k) => `<Contents><Key>${k}</Key></Contents>`).join('')}</ListBucketResult>`)
       }
       if (req.method === 'PUT') {
-        objects.set(`${bucket}/${key}`, Buffer.concat(chunks))
+        stored.set(`${bucket}/${key}`, { size, sha256: digest })
+        if (size <= keep) objects.set(`${bucket}/${key}`, Buffer.concat(chunks))
         res.writeHead(200, { etag: '"1"' })
         return res.end()
       }
@@ -137,14 +153,59 @@ export async function startS3Server(opts: { region?: string; keys: AwsCredential
       }
       return fail(res, 405, 'MethodNotAllowed')
     })
-  })
+  }
+  /**
+   * An aws-chunked body with an unsigned trailer (what newer AWS SDKs send for a PUT): chunks of
+   * `<hex size>\r\n<data>\r\n`, a `0` chunk, then the checksum trailer. The decoded length and a
+   * CRC32 trailer are checked, as S3 does; small bodies only.
+   */
+  const putChunked = (req: IncomingMessage, res: ServerResponse, entry: S3Server['log'][number]) => {
+    const parts: Buffer[] = []
+    req.on('data', (c: Buffer) => parts.push(c))
+    req.on('end', () => {
+      const raw = Buffer.concat(parts)
+      const data: Buffer[] = []
+      let at = 0
+      let trailer: string
+      for (;;) {
+        const eol = raw.indexOf('\r\n', at)
+        if (eol === -1) return fail(res, 400, 'IncompleteBody')
+        const size = parseInt(raw.subarray(at, eol).toString('latin1').split(';')[0] ?? '', 16)
+        if (!Number.isFinite(size)) return fail(res, 400, 'InvalidChunkSizeError')
+        at = eol + 2
+        if (size === 0) {
+          trailer = raw.subarray(at).toString('latin1')
+          break
+        }
+        data.push(raw.subarray(at, at + size))
+        at += size + 2
+      }
+      const body = Buffer.concat(data)
+      if (String(body.length) !== req.headers['x-amz-decoded-content-length']) return fail(res, 400, 'IncompleteBody')
+      const crc = /x-amz-checksum-crc32:([A-Za-z0-9+/=]+)/.exec(trailer)?.[1]
+      if (crc !== undefined) {
+        const want = Buffer.alloc(4)
+        want.writeUInt32BE(zlib.crc32(body))
+        if (crc !== want.toString('base64')) return fail(res, 400, 'BadDigest')
+      }
+      const [, bucket = '', ...rest] = new URL(req.url ?? '/', 'http://x').pathname.split('/')
+      const key = `${bucket}/${rest.map((x) => decodeURIComponent(x)).join('/')}`
+      stored.set(key, { size: body.length, sha256: createHash('sha256').update(body).digest('hex') })
+      objects.set(key, body)
+      entry.code = undefined
+      res.writeHead(200, { etag: '"1"' })
+      res.end()
+    })
+  }
+  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : http.createServer(onRequest)
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const port = (server.address() as AddressInfo).port
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
     region,
     objects,
+    stored,
     log,
     close() {
       server.closeAllConnections()
