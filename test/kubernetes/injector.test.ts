@@ -318,7 +318,7 @@ describe('latchkey injector: per-pod annotations', () => {
     const sidecar = (patched.spec.initContainers as C[])[0] as C
     assert.equal(sidecar.image, 'registry.internal:5000/latchkey:0.2.0')
     assert.deepEqual(sidecar.resources, { requests: { cpu: '50m', memory: '192Mi' }, limits: { memory: '512Mi', cpu: '1' } })
-    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=192' }])
+    assert.deepEqual(sidecar.env, [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=192 --max-semi-space-size=2' }])
     // One annotation alone keeps the injector's other defaults.
     const one = await admit(pod({ ...INJECT, 'latchkey.dev/requests-cpu': '100m' }))
     assert.deepEqual(((one.patched.spec.initContainers as C[])[0] as C).resources, { requests: { cpu: '100m', memory: SIDECAR.resources.requests.memory }, limits: SIDECAR.resources.limits })
