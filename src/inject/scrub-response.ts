@@ -39,6 +39,8 @@ export class ScrubForms {
   readonly pattern: RegExp
   /** Bytes of the longest form: a chunk's last `maxLength - 1` bytes may start a match. */
   readonly maxLength: number
+  /** Bytes of the shortest form: a shorter text holds none (most header values). */
+  readonly minLength: number
 
   constructor(values: readonly string[]) {
     const sources = new Map<string, number>()
@@ -58,11 +60,13 @@ export class ScrubForms {
     // No form at all (every value too short): a pattern that never matches.
     this.pattern = new RegExp(ordered.length > 0 ? ordered.map(([s]) => s).join('|') : '(?!)', 'g')
     this.maxLength = ordered[0]?.[1] ?? 1
+    this.minLength = ordered.at(-1)?.[1] ?? Infinity
     Object.freeze(this)
   }
 
   /** `text` (a header value, latin1) with every form overwritten by `*`. */
   scrubText(text: string): string {
+    if (text.length < this.minLength) return text
     this.pattern.lastIndex = 0
     return this.pattern.test(text) ? text.replace(this.pattern, (m) => '*'.repeat(m.length)) : text
   }
@@ -170,8 +174,10 @@ export class BodyScrubber {
 /** Header values with every form masked; the same object when nothing matched. */
 function scrubHeaders(headers: IncomingHttpHeaders, forms: ScrubForms): IncomingHttpHeaders {
   let out: IncomingHttpHeaders | undefined
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined) continue
+  // for-in: no [name, value] array per header on the response path.
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || (typeof value === 'string' && value.length < forms.minLength)) continue
     const scrubbed = Array.isArray(value) ? value.map((v) => forms.scrubText(v)) : forms.scrubText(value)
     if (Array.isArray(value) ? value.some((v, i) => v !== (scrubbed as string[])[i]) : value !== scrubbed) {
       out ??= { ...headers }
@@ -186,6 +192,8 @@ function scrubRaw(raw: Controller['rawHeaders'], forms: ScrubForms): void {
   if (!Array.isArray(raw)) return
   for (let i = 1; i < raw.length; i += 2) {
     const v = raw[i]
+    // Too short to hold a form: not decoded (a Buffer's length is its latin1 text's length).
+    if (v === undefined || v.length < forms.minLength) continue
     const text = typeof v === 'string' ? v : (v as Buffer).toString('latin1')
     const scrubbed = forms.scrubText(text)
     if (scrubbed !== text) raw[i] = typeof v === 'string' ? scrubbed : Buffer.from(scrubbed, 'latin1')

@@ -61,6 +61,13 @@ export class Forwarder {
   }
 }
 
+const WRITER = Symbol('latchkey.responseWriter')
+type WithWriter = ServerResponse & { [WRITER]?: ResponseWriter }
+
+function onResponseClose(this: WithWriter): void {
+  this[WRITER]?.closed()
+}
+
 /** The pipeline's outermost handler in the daemon: the upstream's answer (or a registry error) into the client's response. */
 class ResponseWriter implements Dispatcher.DispatchHandler {
   readonly #res: ServerResponse
@@ -71,12 +78,18 @@ class ResponseWriter implements Dispatcher.DispatchHandler {
   constructor(res: ServerResponse, ex: RequestExchange) {
     this.#res = res
     this.#ex = ex
-    // A client that goes away before the response is complete must not leave the upstream request open.
-    res.once('close', () => {
-      if (res.writableFinished) return
-      this.#clientGone = true
-      this.#controller?.abort(CLIENT_CLOSED)
-    })
+    // A client that goes away before the response is complete must not leave the upstream
+    // request open. `close` fires once per response: a plain listener (no `once` wrapper)
+    // shared by all, which finds its writer on the response.
+    ;(res as WithWriter)[WRITER] = this
+    res.on('close', onResponseClose)
+  }
+
+  /** The response closed: when before it was complete, the client went away. */
+  closed(): void {
+    if (this.#res.writableFinished) return
+    this.#clientGone = true
+    this.#controller?.abort(CLIENT_CLOSED)
   }
 
   onRequestStart(controller: Controller): void {

@@ -65,17 +65,22 @@ export function compileLogObjectRedactor(sensitiveHeaders: ReadonlySet<string>):
     return copy
   }
 
+  /** Nodes the current walk may still visit (one walk at a time: it is synchronous). */
+  let budget = 0
+
   /** A replacement for `v`, or undefined when `v` needs none. */
-  function walk(v: unknown, depth: number, budget: { left: number }): unknown {
-    if (typeof v !== 'object' || v === null) return undefined
+  function walk(v: object, depth: number): unknown {
     if (v instanceof Error) return serializeError(v)
     if (ArrayBuffer.isView(v)) return `[binary ${v.byteLength} bytes]`
-    if (depth >= WALK_DEPTH || !isPlain(v) || --budget.left < 0) return undefined
+    if (depth >= WALK_DEPTH || !isPlain(v) || --budget < 0) return undefined
     let copy: Record<string, unknown> | unknown[] | undefined
     const src = v as Record<string, unknown>
     for (const key of Object.keys(src)) {
       const value = src[key]
-      const replaced = HEADER_KEYS.has(key.toLowerCase()) ? censorHeaders(value) : walk(value, depth + 1, budget)
+      // Strings, numbers and the like need nothing here (the line scrubbers see them): most
+      // fields of most lines, so they cost no lower-casing of their key.
+      if (typeof value !== 'object' || value === null) continue
+      const replaced = HEADER_KEYS.has(key.toLowerCase()) ? censorHeaders(value) : walk(value, depth + 1)
       if (replaced === undefined) continue
       copy ??= Array.isArray(v) ? [...v] : { ...src }
       ;(copy as Record<string, unknown>)[key] = replaced
@@ -84,6 +89,8 @@ export function compileLogObjectRedactor(sensitiveHeaders: ReadonlySet<string>):
   }
 
   return function redactLogObject<T extends object>(obj: T): T {
-    return (walk(obj, 0, { left: WALK_BUDGET }) ?? obj) as T
+    if (typeof obj !== 'object' || obj === null) return obj
+    budget = WALK_BUDGET
+    return (walk(obj, 0) ?? obj) as T
   }
 }

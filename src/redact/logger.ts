@@ -72,6 +72,23 @@ function plain(v: unknown): string {
 }
 
 /**
+ * pino's `isoTime`, formatted once per millisecond: `toISOString` costs about 1 µs, and
+ * under load many lines share a millisecond. The text is the same as `isoTime`'s.
+ */
+function isoTimeCached(): () => string {
+  let at = NaN
+  let text = ''
+  return () => {
+    const now = Date.now()
+    if (now !== at) {
+      at = now
+      text = `,"time":"${new Date(now).toISOString()}"`
+    }
+    return text
+  }
+}
+
+/**
  * Written instead of a line whose redaction threw: dropping one line is better than
  * writing it unscrubbed.
  */
@@ -97,7 +114,7 @@ export function createLogger(opts: LoggerOptions): Logger {
     {
       level: opts.level,
       base: { name: 'latchkey' },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTimeCached(),
       serializers: { err: errorSerializer(opts.level), error: errorSerializer(opts.level), cause: errorSerializer(opts.level) },
       formatters: { log: redactObject },
       hooks: {
