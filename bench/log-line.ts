@@ -18,7 +18,7 @@ const scrubber = new Scrubber()
 scrubber.set('bench', ['bench-token-value-0123456789', 'Bearer bench-token-value-0123456789'])
 const logger = createLogger({ level: 'info', scrubber, destination: sink() })
 const bare = pino({ level: 'info', base: { name: 'latchkey' }, timestamp: pino.stdTimeFunctions.isoTime }, sink())
-const metrics = { countRequest() {}, observeDuration() {}, countDenial() {} } as unknown as Metrics
+const metrics = { countRequest() {}, observeDuration() {}, countDenial() {}, countCredentialUse() {} } as unknown as Metrics
 const ex: Exchange = { mode: 'route', credentialName: 'bench', host: '127.0.0.1:8080', route: 'up', method: 'GET', path: '/some/path?x=1', started: performance.now(), outcome: 'injected', status: 200, failure: undefined, provider: 'dev', rule: undefined, secret: undefined, bytesIn: 0, bytesOut: 0, traceparent: undefined }
 let line = ''
 const capture = pino({ level: 'info', base: { name: 'latchkey' }, timestamp: pino.stdTimeFunctions.isoTime }, new Writable({ write: (c, _e, cb) => { line = String(c); cb() } }))
