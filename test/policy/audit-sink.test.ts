@@ -17,6 +17,9 @@ function record(over: Partial<AuditRecord> = {}): AuditRecord {
   }
 }
 
+/** The stdout sink writes a turn's records together, on the next turn. */
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
+
 function lines(s: PassThrough): Record<string, unknown>[] {
   const text = (s.read() as Buffer | null)?.toString() ?? ''
   return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
@@ -26,6 +29,7 @@ test('a stdout record is one JSON line marked audit, in a fixed key order', asyn
   const stdout = new PassThrough()
   const sink = await createAuditSink({ sink: 'stdout', sampling: 1 }, { scrub: (t) => t, stdout, onError: assert.fail })
   sink.write(record({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }))
+  await nextTurn()
   const [line] = lines(stdout)
   assert.deepEqual(Object.keys(line!), ['audit', 'time', 'credential', 'provider', 'version', 'fingerprint', 'host', 'port', 'method', 'path', 'rule', 'status', 'outcome', 'durationMs', 'bytesIn', 'bytesOut', 'traceparent'])
   assert.equal(line!.audit, true)
@@ -40,6 +44,7 @@ test('a secret held by the scrubber never reaches the audit sink, raw or encoded
   for (const form of [CANARY, Buffer.from(CANARY).toString('base64'), encodeURIComponent(CANARY)]) {
     sink.write(record({ path: `/x/${form}`, credential: form }))
   }
+  await nextTurn()
   const text = JSON.stringify(lines(stdout))
   assert.ok(!text.includes(CANARY))
   assert.ok(!text.includes(Buffer.from(CANARY).toString('base64')))
@@ -56,6 +61,7 @@ test('sampling thins injected records only; refusals, errors and replays are alw
   const stdout = new PassThrough()
   const sink = await createAuditSink({ sink: 'stdout', sampling: 0.5 }, { scrub: (t) => t, stdout, onError: assert.fail, random: () => 0.75 })
   for (const outcome of ['injected', 'replayed', 'refused', 'error'] as const) sink.write(record({ outcome }))
+  await nextTurn()
   assert.deepEqual(lines(stdout).map((l) => l.outcome), ['replayed', 'refused', 'error'])
 })
 
@@ -91,4 +97,19 @@ test('an audit file left world-readable by an earlier run is narrowed to 0600', 
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
+})
+
+test('on stdout, the records of one turn of the event loop go out in one write, none lost on close', async () => {
+  const writes: string[] = []
+  const stdout = new PassThrough()
+  stdout.on('data', (c: Buffer) => writes.push(c.toString()))
+  const sink = await createAuditSink({ sink: 'stdout', sampling: 1 }, { scrub: (t) => t, stdout, onError: assert.fail })
+  for (let i = 0; i < 3; i++) sink.write(record({ path: `/turn/${i}` }))
+  await nextTurn()
+  assert.equal(writes.length, 1)
+  assert.equal(writes[0]!.trim().split('\n').length, 3)
+  sink.write(record({ path: '/closing' }))
+  await sink.close()
+  await nextTurn()
+  assert.match(writes.join(''), /"path":"\/closing"/)
 })
