@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
@@ -267,4 +267,40 @@ test('the in-process shim mints and injects the same way', async () => {
     await base.close()
   }
   assertNoCanary(shimLogs.lines(), [SECRET_ROTATED, ...oauth.issued])
+})
+
+test('an HTTPS_PROXY client through the intercepted tunnel gets the minted token on a TLS upstream', async () => {
+  const tunnelLogs = captureLogs()
+  const testCa = await createTestCa()
+  const tlsApi = await startUpstream(await testCa.issue(['localhost']))
+  acceptOnlyCurrentTokens(tlsApi, refused)
+  const tunnelDir = await mkdtemp(path.join(tmpdir(), 'latchkey-oauth2-tunnel-'))
+  await writeFile(path.join(tunnelDir, 'upstream-ca.pem'), testCa.caPem)
+  const d = await startTestDaemon({
+    baseDir: tunnelDir,
+    env: { S: SECRET_BASIC },
+    logStream: tunnelLogs.stream,
+    config: {
+      upstream: { caFile: 'upstream-ca.pem' },
+      intercept: { enabled: true, caDir: 'ca' },
+      providers: { dev: { type: 'env' } },
+      credentials: { api: { provider: 'dev', ref: 'S', hosts: [`localhost:${tlsApi.port}`], inject: { type: 'oauth2', tokenUrl: oauth.tokenUrl, insecure: true, clientId: 'basic-client', scope: 'read' } } },
+    },
+  })
+  const agent = new ProxyAgent({ uri: d.proxyUrl, requestTls: { ca: await readFile(path.join(tunnelDir, 'ca', 'ca.pem'), 'utf8') } })
+  try {
+    const r = await request(`https://localhost:${tlsApi.port}/tunnel`, { dispatcher: agent })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200)
+    const seen = tlsApi.received.at(-1)
+    assert.equal(seen?.url, '/tunnel')
+    assert.ok(oauth.isValid(seen?.headers.authorization?.replace(/^Bearer /, '') ?? ''), 'the TLS upstream got a token the server issued')
+    assert.ok(tunnelLogs.lines().some((l) => l.includes('"mode":"intercept"') && l.includes('"outcome":"injected"')))
+  } finally {
+    await agent.close()
+    await d.close(100)
+    await tlsApi.close()
+    await rm(tunnelDir, { recursive: true, force: true })
+  }
+  assertNoCanary(tunnelLogs.lines(), [SECRET_BASIC, ...oauth.issued])
 })
