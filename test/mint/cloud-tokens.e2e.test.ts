@@ -4,7 +4,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
-import { Agent, request } from 'undici'
+import { Agent, ProxyAgent, request } from 'undici'
+import { createLatchkeyInterceptor } from '../../src/shim/interceptor.ts'
 import type { Daemon } from '../../src/daemon.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
@@ -188,6 +189,57 @@ test('azure-access-token without provider and ref uses DefaultAzureCredential (m
     assert.equal(await get(d, 'mi'), 200)
     assert.match(seen.get('mi')?.at(-1) ?? '', /^Bearer ./)
   } finally {
+    await d.close(100)
+  }
+})
+
+test('gcp-access-token and azure-access-token reach the API through the forward proxy and the in-process shim too', async () => {
+  const proxy = new ProxyAgent(daemon.proxyUrl)
+  try {
+    const r = await request(`${api.url}/gcp-forward/x`, { dispatcher: proxy })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200)
+    assert.match(seen.get('gcp-forward')?.at(-1) ?? '', /^Bearer ya29\./)
+  } finally {
+    await proxy.close()
+  }
+  const shimConfig = {
+    log: { level: 'trace' },
+    upstream: { caFile: 'ca.pem' },
+    providers: { files: { type: 'file', dir: '.' } },
+    credentials: {
+      gcp: { provider: 'files', ref: 'gcp-credentials.json', hosts: [`127.0.0.1:${api.port}`], insecure: true, inject: { type: 'gcp-access-token', scopes: ['https://www.googleapis.com/auth/cloud-platform'] } },
+      mi: { hosts: [`localhost:${api.port}`], insecure: true, inject: { type: 'azure-access-token', scopes: ['https://management.azure.com/.default'] } },
+    },
+  }
+  const shim = createLatchkeyInterceptor(shimConfig, { baseDir: dir, logStream: logs.stream })
+  const base = new Agent()
+  try {
+    await shim.ready
+    for (const [origin, route, expected] of [[api.url, 'gcp-shim', /^Bearer ya29\./], [`http://localhost:${api.port}`, 'mi-shim', /^Bearer ./]] as const) {
+      const r = await request(`${origin}/${route}/x`, { dispatcher: base.compose(shim) })
+      await r.body.dump()
+      assert.equal(r.statusCode, 200, route)
+      assert.match(seen.get(route)?.at(-1) ?? '', expected, route)
+    }
+  } finally {
+    await shim.close()
+    await shim.broker.minters.closeAll()
+    await base.close()
+  }
+  // The managed identity's token through the forward proxy of a daemon of its own.
+  const d = await startTestDaemon({
+    logStream: logs.stream,
+    config: { credentials: { mi: { hosts: [`127.0.0.1:${api.port}`], insecure: true, inject: { type: 'azure-access-token', scopes: ['https://management.azure.com/.default'] } } } },
+  })
+  const miProxy = new ProxyAgent(d.proxyUrl)
+  try {
+    const r = await request(`${api.url}/mi-forward/x`, { dispatcher: miProxy })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200)
+    assert.match(seen.get('mi-forward')?.at(-1) ?? '', /^Bearer ./)
+  } finally {
+    await miProxy.close()
     await d.close(100)
   }
 })
