@@ -15,7 +15,7 @@ import { sendSocketError } from './respond.ts'
 import { applyServerLimits, DEFAULT_SERVER_LIMITS, serverTimeoutOptions, type ServerLimits } from './server-limits.ts'
 import { openTunnel } from './tunnel.ts'
 
-/** TLS interception (issue 4) plugs in here: it owns the socket after a CONNECT to a credentialed host. */
+/** TLS interception plugs in here: it owns the socket after a CONNECT to a credentialed host. */
 export interface ConnectInterceptor {
   handle(req: IncomingMessage, socket: Duplex, head: Buffer, host: string, port: number, credential: CompiledCredential): void
 }
