@@ -10,13 +10,12 @@
  * Options (env): BENCH_STARTUP_RUNS (default 5, at most 20) runs per provider, after one
  * uncounted warm-up run. Linux only (reads /proc).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePort } from './load.ts'
-import { memoryOf } from './shipped.ts'
+import { memoryOf, startDaemon } from './shipped.ts'
 import { createTestCa } from '../test/helpers/test-ca.ts'
 import { startAwsServer } from '../test/servers/aws-server.ts'
 import { startAzureServer } from '../test/servers/azure-server.ts'
@@ -44,52 +43,14 @@ interface Setup {
 
 /** One spawn → ready → SIGTERM cycle. `children` lets the caller kill a child left by a failure. */
 async function runOnce(dir: string, s: Setup, children: Set<ChildProcess>): Promise<{ readyMs: number; rss: number; hwm: number }> {
-  // Fixed free ports so readiness can be polled from the first millisecond, without parsing output.
-  const [port, adminPort] = [await freePort(), await freePort()]
-  const file = path.join(dir, `latchkey-${port}.json`)
-  await writeFile(
-    file,
-    JSON.stringify({
-      listen: `127.0.0.1:${port}`,
-      admin: { listen: `127.0.0.1:${adminPort}` },
-      log: { level: 'warn' },
-      providers: { p: s.provider },
-      credentials: { c: { provider: 'p', ref: s.ref, ...(s.field ? { field: s.field } : {}), hosts: ['api.example.com'], inject: { type: 'bearer' } } },
-    }),
-  )
-  const t0 = performance.now()
-  const child = spawn(process.execPath, [BIN, 'run', '-c', file], {
-    cwd: dir,
-    env: { PATH: process.env.PATH ?? '', HOME: dir, NO_PROXY: '127.0.0.1,localhost', ...s.env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  children.add(child)
-  let stderr = ''
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
-  const exited = new Promise<void>((r) => child.once('exit', () => r()))
+  const config = { providers: { p: s.provider }, credentials: { c: { provider: 'p', ref: s.ref, ...(s.field ? { field: s.field } : {}), hosts: ['api.example.com'], inject: { type: 'bearer' } } } }
+  const d = await startDaemon(BIN, dir, config, { NO_PROXY: '127.0.0.1,localhost', ...s.env }, { timeoutMs: READY_TIMEOUT_MS })
+  children.add(d.child)
   try {
-    for (let i = 0; ; i++) {
-      if (child.exitCode !== null) throw new Error(`latchkey exited before ready: ${stderr.slice(0, 500)}`)
-      if (performance.now() - t0 > READY_TIMEOUT_MS || i > 5_000) throw new Error(`latchkey not ready in ${READY_TIMEOUT_MS} ms`)
-      const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then(
-        async (r) => {
-          await r.body?.cancel()
-          return r.status === 200
-        },
-        () => false,
-      )
-      if (ok) break
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    const readyMs = performance.now() - t0
-    return { readyMs, ...(await memoryOf(child.pid!)) }
+    return { readyMs: d.readyMs, ...(await memoryOf(d.pid)) }
   } finally {
-    child.kill('SIGTERM')
-    const t = setTimeout(() => child.kill('SIGKILL'), 5_000)
-    await exited
-    clearTimeout(t)
-    children.delete(child)
-    await rm(file, { force: true })
+    await d.stop()
+    children.delete(d.child)
   }
 }
 
