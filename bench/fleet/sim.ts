@@ -4,6 +4,7 @@ import { SecretCache } from '../../src/cache/secret-cache.ts'
 import type { CompiledCredential } from '../../src/config/load.ts'
 import { SimulatedSecretManager, type SecretManagerModel } from './secret-manager.ts'
 import { VirtualClock } from './virtual-clock.ts'
+import { bearerCredential } from '../../test/helpers/bearer-credential.ts'
 
 /** One fleet run: N pods × M credentials against one secret manager, on a virtual clock. */
 export interface FleetScenario {
@@ -71,22 +72,7 @@ interface Pod {
   rotatedCalls: number
 }
 
-function credential(j: number, ttlMs: number): CompiledCredential {
-  const name = `cred-${j}`
-  return {
-    name,
-    provider: 'sm',
-    ref: name,
-    field: undefined,
-    version: undefined,
-    patterns: [],
-    injector: { headerName: 'authorization', overwrite: true, render: (v: string) => `Bearer ${v}`, secretForms: (v: string) => [v] },
-    ttlMs,
-    insecure: false,
-    prefetch: true,
-    cacheKey: `sm\u0000${name}\u0000\u0000`,
-  } as unknown as CompiledCredential
-}
+const credential = (j: number, ttlMs: number): CompiledCredential => bearerCredential(`cred-${j}`, ttlMs, 'sm')
 
 /** Run one scenario to its end and report its windows. Everything runs on the virtual clock: no real timer, no socket. */
 export async function runFleet(s: FleetScenario): Promise<FleetResult> {

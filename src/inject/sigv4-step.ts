@@ -3,12 +3,11 @@ import type { Resolved } from '../cache/secret-cache.ts'
 import { errors, LatchkeyError } from '../errors.ts'
 import { parseAwsKeys, sigv4SecretForms, type AwsKeys, type BodyPlan, type SigV4Signer } from '../mint/sigv4.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
-import type { ExchangeOptions } from '../observe/request-record.ts'
+import { failUnsent, type ExchangeOptions } from '../observe/request-record.ts'
 import type { CompiledInjector } from './render.ts'
 import { headerPairs } from './header-list.ts'
 import type { BoundExchange } from './inject-step.ts'
 
-type Controller = Dispatcher.DispatchController
 
 /**
  * Where the inject step puts the resolved keys of an `aws-sigv4` credential on each attempt's
@@ -97,7 +96,7 @@ async function signAndSend(signer: SigV4Signer, dispatch: Dispatcher.Dispatch, o
     if (plan.mode === 'buffer') body = await readBody(body, plan.limit, url.host)
     signed = await signer.sign({ method: opts.method, url, headers, plan, body: plan.mode === 'buffer' ? (body as Buffer) : undefined, keys })
   } catch (err) {
-    return refuse(handler, err instanceof Error ? err : new Error(String(err)))
+    return failUnsent(handler, err instanceof Error ? err : new Error(String(err)))
   }
   const flat: string[] = []
   for (const [k, v] of Object.entries(signed)) flat.push(k, v)
@@ -105,7 +104,7 @@ async function signAndSend(signer: SigV4Signer, dispatch: Dispatcher.Dispatch, o
   try {
     dispatch({ ...rest, headers: flat, body }, handler)
   } catch (err) {
-    refuse(handler, err as Error)
+    failUnsent(handler, err as Error)
   }
 }
 
@@ -139,29 +138,4 @@ async function readBody(body: Dispatcher.DispatchOptions['body'], limit: number,
     chunks.push(b)
   }
   return Buffer.concat(chunks, size)
-}
-
-/** A refusal after the step went async: the handler is started (with a controller that has nothing to stop) and failed. */
-function refuse(handler: Dispatcher.DispatchHandler, err: Error): void {
-  const controller = new IdleController()
-  handler.onRequestStart?.(controller, {})
-  handler.onResponseError?.(controller, err)
-}
-
-class IdleController implements Controller {
-  aborted = false
-  paused = false
-  reason: Error | null = null
-  rawHeaders = undefined
-  rawTrailers = undefined
-  abort(reason: Error): void {
-    this.aborted = true
-    this.reason = reason
-  }
-  pause(): void {
-    this.paused = true
-  }
-  resume(): void {
-    this.paused = false
-  }
 }

@@ -235,3 +235,31 @@ function bodyBytes(opts: Dispatcher.DispatchOptions): number {
   if (b === undefined || b === null) return 0
   return Number(headerValue(opts.headers, 'content-length')) || 0
 }
+
+/**
+ * How a step refuses a request it will not send (policy, signing): the handler is started with
+ * a controller that has nothing to stop, then failed with a registry error, which the observe
+ * step logs and counts like any other failure.
+ */
+export function failUnsent(handler: Dispatcher.DispatchHandler, err: Error): void {
+  const controller = new UnsentController()
+  handler.onRequestStart?.(controller, {})
+  handler.onResponseError?.(controller, err)
+}
+
+/** The controller of a request that never left. */
+class UnsentController implements Dispatcher.DispatchController {
+  aborted = false
+  paused = false
+  reason: Error | null = null
+  abort(reason: Error): void {
+    this.aborted = true
+    this.reason = reason
+  }
+  pause(): void {
+    this.paused = true
+  }
+  resume(): void {
+    this.paused = false
+  }
+}

@@ -1,7 +1,7 @@
 import type { Dispatcher } from 'undici'
 import { errors, type LatchkeyError } from '../errors.ts'
 import type { BoundExchange } from '../inject/inject-step.ts'
-import type { ExchangeOptions } from '../observe/request-record.ts'
+import { failUnsent, type ExchangeOptions } from '../observe/request-record.ts'
 import { normalizeRequestPath } from './request-path.ts'
 import { decide } from './rules.ts'
 
@@ -32,25 +32,6 @@ export function policyStep(): Dispatcher.DispatcherComposeInterceptor {
 /** A refusal as the pipeline reports one: the request starts and fails with a registry error, nothing is sent. */
 function refuse(ex: BoundExchange, handler: Dispatcher.DispatchHandler, err: LatchkeyError): boolean {
   ex.outcome = 'refused'
-  const controller = new RefusedController()
-  handler.onRequestStart?.(controller, {})
-  handler.onResponseError?.(controller, err)
+  failUnsent(handler, err)
   return true
-}
-
-/** The controller of a request that never left: nothing to pause or abort. */
-class RefusedController implements Dispatcher.DispatchController {
-  aborted = false
-  paused = false
-  reason: Error | null = null
-  abort(reason: Error): void {
-    this.aborted = true
-    this.reason = reason
-  }
-  pause(): void {
-    this.paused = true
-  }
-  resume(): void {
-    this.paused = false
-  }
 }

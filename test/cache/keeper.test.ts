@@ -8,26 +8,13 @@ import type { CompiledCredential } from '../../src/config/load.ts'
 import { ProviderError } from '../../src/errors.ts'
 import type { SecretProvider } from '../../src/providers/provider.ts'
 import { SecretValue } from '../../src/providers/secret-value.ts'
+import { bearerCredential } from '../helpers/bearer-credential.ts'
 
 // The cache, its keeper and the real retry loop on a virtual clock (bench/fleet's): no real
 // timer runs, so minutes of outage take milliseconds. The provider is scripted: what it
 // answers is the subject here, not its wire protocol (the e2e tests use real servers).
 
-function credential(name: string, ttlMs: number): CompiledCredential {
-  return {
-    name,
-    provider: 'p',
-    ref: name,
-    field: undefined,
-    version: undefined,
-    patterns: [],
-    injector: { headerName: 'authorization', overwrite: true, render: (v: string) => `Bearer ${v}`, secretForms: (v: string) => [v] },
-    ttlMs,
-    insecure: false,
-    prefetch: true,
-    cacheKey: `p\u0000${name}`,
-  } as unknown as CompiledCredential
-}
+const credential = (name: string, ttlMs: number): CompiledCredential => bearerCredential(name, ttlMs)
 
 const POLICY: RetryPolicy = { attempts: 3, timeoutMs: 1000, baseDelayMs: 200, maxDelayMs: 5000, deadlineMs: 10_000 }
 

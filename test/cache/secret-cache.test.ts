@@ -6,25 +6,12 @@ import { SecretCache } from '../../src/cache/secret-cache.ts'
 import type { CompiledCredential } from '../../src/config/load.ts'
 import { LatchkeyError, ProviderError } from '../../src/errors.ts'
 import { SecretValue } from '../../src/providers/secret-value.ts'
+import { bearerCredential } from '../helpers/bearer-credential.ts'
 
 // The cache's provider call is an injected function: these tests drive it directly with a
 // controllable clock. End-to-end tests exercise the same cache through real providers.
 
-function credential(name = 'c', ttlMs = 60_000): CompiledCredential {
-  return {
-    name,
-    provider: 'p',
-    ref: name,
-    field: undefined,
-    version: undefined,
-    patterns: [],
-    injector: { headerName: 'authorization', overwrite: true, render: (v: string) => `Bearer ${v}`, secretForms: (v: string) => [v] },
-    ttlMs,
-    insecure: false,
-    prefetch: true,
-    cacheKey: `p\u0000${name}`,
-  } as unknown as CompiledCredential
-}
+const credential = (name = 'c', ttlMs = 60_000): CompiledCredential => bearerCredential(name, ttlMs)
 
 function setup(opts: { maxStaleMs?: number; bustCooldownMs?: number; staleGraceMs?: number; maxEntries?: number } = {}) {
   let now = 1_000_000
