@@ -137,7 +137,12 @@ export class SecretCache {
       // lru-cache's purge timer is a real one: on another clock, expired entries are only
       // hidden (lru-cache checks the TTL on every read), not purged.
       ttlAutopurge: this.#clock === SYSTEM_CLOCK,
-      perf: { now: this.#now },
+      // On the system clock lru-cache times its TTLs with performance.now(): a fractional,
+      // monotonic clock. With whole milliseconds, a purge timer could find an entry exactly at its
+      // TTL (not yet stale, 0 ms left), arm no new timer, and keep the value in memory for good.
+      // ttlResolution 0: no cached "now", so no timer per read on the hot path either.
+      perf: this.#clock === SYSTEM_CLOCK ? performance : { now: this.#now },
+      ttlResolution: 0,
       // Only eviction and expiry are reported here: deletes are ours (bust, clear) and report themselves.
       dispose: (_v, key, reason) => {
         if (reason === 'evict' || reason === 'expire') opts.onDrop?.(key)
