@@ -101,8 +101,7 @@ export function createBroker(opts: BrokerOptions): Broker {
 
   // One throttle per provider: a 429 / Retry-After on one credential holds every credential of that provider.
   const throttles = new Map(Object.keys(config.providers).map((name) => [name, new SharedThrottle()]))
-  // Label children bound once: a cache hit does no label hashing.
-  const hitCounters = new Map(credentials.map((c) => [c.name, metrics.cacheHits.labels({ credential: c.name })]))
+  for (const c of credentials) metrics.countCacheHit(c.name, 0)
   const cache: SecretCache = new SecretCache({
     maxEntries: config.cache.maxEntries,
     maxStaleMs: config.cache.maxStale,
@@ -145,7 +144,7 @@ export function createBroker(opts: BrokerOptions): Broker {
       scrubber.retire(key, retireMs)
     },
     observe: {
-      hit: (name) => hitCounters.get(name)?.inc(),
+      hit: (name) => metrics.countCacheHit(name),
       miss: (name) => metrics.cacheMisses.inc({ credential: name }),
       stale: (name) => metrics.cacheStale.inc({ credential: name }),
       bust: (name, result) => metrics.busts.inc({ credential: name, result }),

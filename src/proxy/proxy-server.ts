@@ -87,7 +87,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
       : isRefusal(d) ? d : undefined
     if (refusal !== undefined) {
       o.metrics.denials.inc({ code: refusal.code })
-      o.metrics.requests.inc({ mode: 'connect', outcome: 'refused' })
+      o.metrics.countRequest('connect', 'refused')
       // WARN: a refused tunnel is most often a setup mistake, and the message says the fix.
       o.logger.warn({ event: 'denied', method: 'CONNECT', code: refusal.code, target: describeTarget(req.url) }, refusal.message)
       const hp = splitHostPort(req.url ?? '')
@@ -101,11 +101,11 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
         sendSocketError(socket, 'intercept_disabled', 'TLS interception is not available in this process')
         return
       }
-      o.metrics.requests.inc({ mode: 'connect', outcome: 'intercepted' })
+      o.metrics.countRequest('connect', 'intercepted')
       o.interceptor.handle(req, socket, head, d.host, d.port, d.credential)
       return
     }
-    o.metrics.requests.inc({ mode: 'connect', outcome: 'tunnel' })
+    o.metrics.countRequest('connect', 'tunnel')
     open.add(socket)
     socket.once('close', () => open.delete(socket))
     void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger })
