@@ -55,3 +55,10 @@ test('a short command (version) prints the same output as before', async () => {
   assert.match(r.stdout, /^latchkey \d+\.\d+\.\d+/)
   assert.equal(r.stderr, '', 'no experimental warning or other noise')
 })
+
+test('the long-lived commands cap how far the old generation grows between full GCs, unless node was given the flag', async () => {
+  const { heapFlagFor } = await import('../../src/cli/main.ts')
+  for (const command of ['run', 'exec', 'injector', 'echo']) assert.equal(heapFlagFor(command, []), '--heap-growing-percent=20', command)
+  for (const command of ['check', 'doctor', 'version', 'ca', undefined]) assert.equal(heapFlagFor(command, []), undefined, String(command))
+  assert.equal(heapFlagFor('run', ['--heap-growing-percent=50']), undefined, "the user's own value wins")
+})
