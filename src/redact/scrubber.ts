@@ -58,6 +58,8 @@ export class Scrubber {
   readonly #minLength: number
   readonly #keys = new Map<string, Generations>()
   #pattern: RegExp | undefined
+  /** Length of the shortest form in the pattern: a shorter text cannot hold a match. */
+  #shortest = 0
   #dirty = false
   #size = 0
 
@@ -143,7 +145,7 @@ export class Scrubber {
   scrub(text: string): string {
     if (this.#dirty) this.#compile()
     const pattern = this.#pattern
-    if (pattern === undefined) return text
+    if (pattern === undefined || text.length < this.#shortest) return text
     pattern.lastIndex = 0
     return text.replace(pattern, replaceKeepingJson)
   }
@@ -183,8 +185,9 @@ export class Scrubber {
     // Longest first: at a given position the alternation takes the first alternative that
     // matches, so a form that extends another (base64 padded vs unpadded, JSON-escaped vs
     // raw) must be tried before it or its tail would be left in the line.
-    const ordered = [...sources].sort((a, b) => b[1] - a[1]).map(([src]) => src)
-    this.#pattern = new RegExp(ordered.join('|'), 'g')
+    const bySize = [...sources].sort((a, b) => b[1] - a[1])
+    this.#shortest = bySize.at(-1)?.[1] ?? 0
+    this.#pattern = new RegExp(bySize.map(([src]) => src).join('|'), 'g')
   }
 }
 
