@@ -5,9 +5,9 @@
  * schema; only the one-line meaning is written by hand (`config-meanings.ts`), and a key
  * without one — or a meaning for a key that no longer exists — fails the generator.
  */
-import { formatDuration } from '../src/config/duration.ts'
+import { formatDuration } from '../src/values/duration.ts'
 import { configShape } from '../src/config/schema.ts'
-import { duration } from '../src/config/schema-helpers.ts'
+import { duration } from '../src/values/schema.ts'
 import { PROVIDERS } from '../src/providers/registry.ts'
 
 export interface ConfigKey {

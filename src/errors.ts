@@ -27,7 +27,7 @@ export const ERROR_CODES = {
   proxy_auth_required: { status: 407, description: 'The proxy client token (`proxyAuth`) is required and the request (or its CONNECT) carried no valid `Proxy-Authorization`.' },
   route_not_found: { status: 404, description: 'An origin-form request whose first path segment names no route.' },
   secret_unavailable: { status: 503, description: 'The credential for this host could not be fetched and no usable (stale) value is held.' },
-  header_value_invalid: { status: 502, description: 'The rendered credential header would contain CR, LF or NUL; it is never sent.' },
+  header_value_invalid: { status: 502, description: 'The rendered credential header would contain CR, LF, NUL, another control character or a character outside Latin-1; it is never sent.' },
   upstream_unreachable: { status: 502, description: 'latchkey could not connect to the upstream.' },
   upstream_tls_error: { status: 502, description: 'TLS to the upstream failed (certificate not trusted or not valid for the bound host name).' },
   upstream_timeout: { status: 504, description: 'The upstream did not answer within `upstream.connectTimeout` / `upstream.requestTimeout`.' },

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { mintInjectSchemas } from '../mint/schema.ts'
-import { duration, filePath } from './schema-helpers.ts'
+import { duration, filePath } from '../values/schema.ts'
 
 /** `host:port` for a listener. Port 0 picks a free port (tests). */
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8181')

@@ -8,7 +8,7 @@ import { settleWithin } from '../cache/settle-within.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import { errors } from '../errors.ts'
 import type { Exchange, ExchangeOptions } from '../observe/request-record.ts'
-import { hasHeader, withHeader } from './header-list.ts'
+import { hasHeader, withHeader } from '../http/header-list.ts'
 import { responseScrubForms, scrubbingHandler } from './scrub-response.ts'
 import { AWS_KEYS } from './sigv4-step.ts'
 

@@ -5,7 +5,7 @@ import type { AuditSink } from '../observe/audit.ts'
 import { observeStep, type Exchange, type Mode, type Outcome } from '../observe/request-record.ts'
 import { policyStep } from '../policy/policy-step.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
-import { mapUpstreamError } from '../proxy/upstream.ts'
+import { mapUpstreamError } from '../http/upstream-error.ts'
 import { injectStep, type BoundExchange, type InjectDeps } from './inject-step.ts'
 import { sigv4Step } from './sigv4-step.ts'
 

@@ -7,7 +7,7 @@
  * (config, not secret) and what is wrong, never the value or a part of it.
  */
 import { LatchkeyError } from '../errors.ts'
-import { parseJsonObject, scalarField } from './secret-fields.ts'
+import { parseJsonObject, scalarField } from '../providers/secret-fields.ts'
 
 export type InjectSpec =
   | { type: 'bearer'; overwrite: boolean }

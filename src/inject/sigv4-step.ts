@@ -5,7 +5,7 @@ import { parseAwsKeys, sigv4SecretForms, type AwsKeys, type BodyPlan, type SigV4
 import type { SecretValue } from '../providers/secret-value.ts'
 import { failUnsent, type ExchangeOptions } from '../observe/request-record.ts'
 import type { CompiledInjector } from './render.ts'
-import { headerPairs } from './header-list.ts'
+import { headerPairs } from '../http/header-list.ts'
 import type { BoundExchange } from './inject-step.ts'
 
 

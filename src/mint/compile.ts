@@ -3,7 +3,7 @@ import type { CompiledCredential } from '../config/load.ts'
 import type { CredentialConfig } from '../config/schema.ts'
 import type { ConfigIssue } from '../errors.ts'
 import type { CompiledInjector } from '../inject/render.ts'
-import { parseJsonObject, scalarField } from '../inject/secret-fields.ts'
+import { parseJsonObject, scalarField } from '../providers/secret-fields.ts'
 import { LatchkeyError } from '../errors.ts'
 import { MINT_TYPES, type MintInjectConfig } from './schema.ts'
 

@@ -1,7 +1,7 @@
 import type { AuthClient } from 'google-auth-library'
 import { ProviderError } from '../errors.ts'
 import { mapGcpError } from '../providers/gcp-errors.ts'
-import { parseJsonObject } from '../inject/secret-fields.ts'
+import { parseJsonObject } from '../providers/secret-fields.ts'
 import type { MintSpec } from './compile.ts'
 import type { MintCall, Minted, MinterContext, TokenMinter } from './minters.ts'
 

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { duration } from '../config/schema-helpers.ts'
+import { duration } from '../values/schema.ts'
 
 const mintBase = {
   /** Replace a client-sent `Authorization` header (default). `false` keeps the client's. */

@@ -14,7 +14,7 @@
 import type { Hash as SmithyHash } from '@smithy/hash-node'
 import type { SignatureV4 as SmithySignatureV4 } from '@smithy/signature-v4'
 import { errors, LatchkeyError, ProviderError } from '../errors.ts'
-import { parseJsonObject, scalarField } from '../inject/secret-fields.ts'
+import { parseJsonObject, scalarField } from '../providers/secret-fields.ts'
 import type { TokenMinter } from './minters.ts'
 
 /** The keys a request is signed with. */

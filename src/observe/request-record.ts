@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { Metrics } from '../admin/metrics.ts'
 import { errors, type LatchkeyError } from '../errors.ts'
-import { headerValue } from '../inject/header-list.ts'
+import { headerValue } from '../http/header-list.ts'
 import type { SecretValue } from '../providers/secret-value.ts'
 import type { AuditRecord, AuditSink } from './audit.ts'
 

@@ -1,6 +1,6 @@
 import type { GetSecretValueCommandInput, SecretsManagerClientConfig } from '@aws-sdk/client-secrets-manager'
 import { z } from 'zod'
-import { duration } from '../config/schema-helpers.ts'
+import { duration } from '../values/schema.ts'
 import { ProviderError, type ProviderErrorCode } from '../errors.ts'
 import { raceAbort } from './abortable.ts'
 import type { ProviderCheck, ProviderFactory, SecretProvider } from './provider.ts'

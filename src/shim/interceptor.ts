@@ -8,7 +8,7 @@ import { compileConfig } from '../config/load.ts'
 import { normalizeHost } from '../binding/host-pattern.ts'
 import { createBroker, isCompiledConfig, type Broker } from '../broker.ts'
 import { createPipeline, RequestExchange } from '../inject/pipeline.ts'
-import { headerValue } from '../inject/header-list.ts'
+import { headerValue } from '../http/header-list.ts'
 import { deferredAuditSink, openConfiguredAudit, wellFormedTraceparent } from '../observe/audit.ts'
 import type { ExchangeOptions } from '../observe/request-record.ts'
 

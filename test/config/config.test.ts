@@ -5,7 +5,7 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { configFromEnv } from '../../src/config/env-mode.ts'
 import { loadConfigFile, parseConfigText, validateConfig } from '../../src/config/load.ts'
-import { parseDuration } from '../../src/config/duration.ts'
+import { parseDuration } from '../../src/values/duration.ts'
 import { assertNoCanary } from '../helpers/log-capture.ts'
 
 let dir: string

@@ -8,7 +8,8 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import dnsPacket from 'dns-packet'
 import { DnsLookup, DnsLookupError, parseHostsFile, parseResolvConf } from '../../src/proxy/dns-lookup.ts'
-import { createUpstreamAgents, mapUpstreamError } from '../../src/proxy/upstream.ts'
+import { createUpstreamAgents } from '../../src/proxy/upstream.ts'
+import { mapUpstreamError } from '../../src/http/upstream-error.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
 /**
