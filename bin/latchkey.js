@@ -23,12 +23,15 @@ const userSetsIt = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a
 // V8 reads this flag only when the heap is set up, so the process replaces itself with one
 // started with it (execve: same pid, signals and stdio, no parent left behind). A user's own
 // setting, on the command line or in NODE_OPTIONS, wins; LATCHKEY_NO_REEXEC=1 turns this off.
+// The new process also gets MALLOC_ARENA_MAX=2 unless the environment sets it: glibc reads it
+// only at start, and with its default (8 arenas per core) a proxy under load held ~13 MiB more
+// RSS at no CPU difference (docs/benchmarks.md).
 if (LONG_LIVED.has(process.argv[2] ?? '') && !userSetsIt && process.env.LATCHKEY_NO_REEXEC !== '1' && typeof process.execve === 'function') {
   // execve is experimental in Node 24: its warning is for this process, which is replaced.
   const emitWarning = process.emitWarning
   process.emitWarning = () => {}
   try {
-    process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MIB}`, ...process.execArgv, ...process.argv.slice(1)], process.env)
+    process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MIB}`, ...process.execArgv, ...process.argv.slice(1)], { MALLOC_ARENA_MAX: '2', ...process.env })
   } catch {
     // Not replaced (the Node binary cannot be executed again, e.g. deleted by an upgrade): run
     // here, with V8's own young-generation size.

@@ -62,3 +62,19 @@ test('the long-lived commands cap how far the old generation grows between full 
   for (const command of ['check', 'doctor', 'version', 'ca', undefined]) assert.equal(heapFlagFor(command, []), undefined, String(command))
   assert.equal(heapFlagFor('run', ['--heap-growing-percent=50']), undefined, "the user's own value wins")
 })
+
+async function environOfRun(env: Record<string, string>): Promise<string[]> {
+  const bin = await startBin(['run', '-c', config], { env: { APP_TOKEN: 'app-token-0123456789', ...env } })
+  try {
+    return (await readFile(`/proc/${bin.child.pid}/environ`, 'utf8')).split('\0')
+  } finally {
+    bin.child.kill('SIGTERM')
+    await exitedWithin(bin)
+  }
+}
+
+test('the re-exec runs with two malloc arenas, unless the environment says otherwise', { skip: process.platform !== 'linux' }, async () => {
+  assert.ok((await environOfRun({})).includes('MALLOC_ARENA_MAX=2'))
+  const own = await environOfRun({ MALLOC_ARENA_MAX: '4' })
+  assert.ok(own.includes('MALLOC_ARENA_MAX=4') && !own.includes('MALLOC_ARENA_MAX=2'), "the user's value is kept")
+})
