@@ -177,6 +177,19 @@ export interface ProviderScenarioHooks {
  * within `maxStale`, then 503, then recovery; throttling retried and counted. They assume
  * the `app` secret was read once (at prefetch) and nothing else ran before them.
  */
+/** Polls `/readyz` until it answers 200; fails with its last answer after `ms`. */
+async function untilReady(adminUrl: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  let last = ''
+  while (Date.now() < deadline) {
+    const r = await request(`${adminUrl}/readyz`)
+    last = await r.body.text()
+    if (r.statusCode === 200) return
+    await sleep(50)
+  }
+  assert.fail(`not ready again within ${ms} ms: ${last}`)
+}
+
 export function testSharedProviderScenarios(e2e: ProviderE2e, hooks: ProviderScenarioHooks): void {
   const { canaries } = hooks
 
@@ -218,6 +231,9 @@ export function testSharedProviderScenarios(e2e: ProviderE2e, hooks: ProviderSce
     assert.equal(failed.status, 503, failed.body)
     assert.match(failed.body, /secret_unavailable/)
     hooks.recover()
+    // The background retry brings it back, when its backoff (full jitter from a 1 s base) says:
+    // readiness turns 200 the moment it succeeds, so wait for that rather than a fixed time.
+    await untilReady(e2e.daemon.adminUrl, 20_000)
     const back = await e2e.get('flaky', '/recovered')
     assert.equal(back.status, 200, back.body)
   })
