@@ -47,6 +47,22 @@ const SLOW = Symbol('slow')
  */
 export function normalizeHost(host: string): string | undefined {
   if (typeof host !== 'string' || host.length === 0 || host.length > MAX_INPUT) return undefined
+  // A forward-proxied request normalises its URI's host and its Host header, the same few names
+  // again and again: the answers are kept, in a map that is emptied when full (a client sending
+  // endless new names costs the work, never the memory).
+  const known = NORMALIZED.get(host)
+  if (known !== undefined) return known === INVALID ? undefined : known
+  const result = normalizeUncached(host)
+  if (NORMALIZED.size >= NORMALIZED_MAX) NORMALIZED.clear()
+  NORMALIZED.set(host, result ?? INVALID)
+  return result
+}
+
+const INVALID = Symbol('invalid host')
+const NORMALIZED_MAX = 1024
+const NORMALIZED = new Map<string, string | typeof INVALID>()
+
+function normalizeUncached(host: string): string | undefined {
   const fast = fastDnsName(host)
   if (fast !== SLOW) return fast
   if (isCanonicalIpv4(host)) return host
