@@ -57,14 +57,29 @@ export function refuseLinkLocal(lookup: LookupFunction): LookupFunction {
  * extra CA), one for passthrough (also refusing link-local addresses unless allowed).
  */
 export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
-  const ca = o.ca ? [...rootCertificates, o.ca] : undefined
-  const common = { headersTimeout: o.requestTimeoutMs, bodyTimeout: o.requestTimeoutMs, keepAliveTimeout: 30_000, connections: 256 }
-  // Explicit: an embedding process (exec, the shim) that switches verification off through its environment must not affect us (T4).
   const lookup = o.lookup ?? systemLookup
-  const credentialed = new Agent({ ...common, connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), lookup } })
-  const passthrough = new Agent({
-    ...common,
-    connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), lookup: o.allowLinkLocal ? lookup : refuseLinkLocal(lookup) },
+  return {
+    credentialed: upstreamAgent(o, lookup),
+    passthrough: upstreamAgent(o, o.allowLinkLocal ? lookup : refuseLinkLocal(lookup)),
+  }
+}
+
+/**
+ * The agent credentialed requests go out on, in the daemon and in the in-process shim alike:
+ * verified TLS with the extra CA, names resolved by the shared resolver (never libuv's pool).
+ */
+export function credentialedAgent(o: Omit<UpstreamOptions, 'allowLinkLocal'>): Agent {
+  return upstreamAgent(o, o.lookup ?? systemLookup)
+}
+
+function upstreamAgent(o: Omit<UpstreamOptions, 'allowLinkLocal' | 'lookup'>, lookup: LookupFunction): Agent {
+  const ca = o.ca ? [...rootCertificates, o.ca] : undefined
+  // Explicit: an embedding process (exec, the shim) that switches verification off through its environment must not affect us (T4).
+  return new Agent({
+    headersTimeout: o.requestTimeoutMs,
+    bodyTimeout: o.requestTimeoutMs,
+    keepAliveTimeout: 30_000,
+    connections: 256,
+    connect: { timeout: o.connectTimeoutMs, rejectUnauthorized: true, ...(ca ? { ca } : {}), lookup },
   })
-  return { credentialed, passthrough }
 }

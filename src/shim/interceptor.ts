@@ -1,7 +1,6 @@
 import type { Writable } from 'node:stream'
-import { rootCertificates } from 'node:tls'
 import { LRUCache } from 'lru-cache'
-import { Agent, type Dispatcher } from 'undici'
+import type { Agent, Dispatcher } from 'undici'
 import type { Config } from '../config/load.ts'
 import type { LogLevel } from '../config/schema.ts'
 import { compileConfig } from '../config/load.ts'
@@ -11,6 +10,7 @@ import { createPipeline, RequestExchange } from '../inject/pipeline.ts'
 import { headerValue } from '../http/header-list.ts'
 import { deferredAuditSink, openConfiguredAudit, wellFormedTraceparent } from '../observe/audit.ts'
 import type { ExchangeOptions } from '../observe/request-record.ts'
+import { credentialedAgent } from '../proxy/upstream.ts'
 
 export interface LatchkeyInterceptorOptions {
   /**
@@ -77,13 +77,7 @@ export function createLatchkeyInterceptor(config: unknown, options: LatchkeyInte
   const { upstream } = broker.config
   const own = options.dispatcher
     ? undefined
-    : new Agent({
-        headersTimeout: upstream.requestTimeout,
-        bodyTimeout: upstream.requestTimeout,
-        keepAliveTimeout: 30_000,
-        // Explicit: an application that switches verification off through its environment must not affect credentialed requests (T4).
-        connect: { timeout: upstream.connectTimeout, rejectUnauthorized: true, ...(upstream.ca ? { ca: [...rootCertificates, upstream.ca] } : {}) },
-      })
+    : credentialedAgent({ ca: upstream.ca, connectTimeoutMs: upstream.connectTimeout, requestTimeoutMs: upstream.requestTimeout })
   const target = options.dispatcher ?? (own as Agent)
   const toBound: Dispatcher.Dispatch = target.dispatch.bind(target)
   // In-process, audit goes only to a file: the application's stdout is its own.

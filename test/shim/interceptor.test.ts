@@ -158,3 +158,30 @@ test('a credential that cannot be fetched fails the request with secret_unavaila
     return true
   })
 })
+
+test("the shim's own agent resolves names without libuv's thread pool: a request is served while the pool is busy", async () => {
+  // Four key derivations fill the pool (4 threads unless UV_THREADPOOL_SIZE says otherwise);
+  // dns.lookup would queue behind them, the shared resolver does not.
+  const { pbkdf2 } = await import('node:crypto')
+  const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
+  const fresh = createLatchkeyInterceptor(
+    {
+      upstream: { caFile: 'upstream-ca.pem' },
+      providers: { dev: { type: 'env' } },
+      credentials: { api: { provider: 'dev', ref: 'SHIM_TOKEN', hosts: [`localhost:${bound.port}`], inject: { type: 'bearer' } } },
+    },
+    { env: { SHIM_TOKEN: CANARY }, baseDir: dir, logStream: logs.stream },
+  )
+  await fresh.ready
+  const events: string[] = []
+  const busy = Array.from({ length: poolSize }, () => new Promise<void>((resolve) => pbkdf2('p', 's', 3_000_000, 32, 'sha256', () => (events.push('pool free'), resolve()))))
+  try {
+    const r = await request(`https://localhost:${bound.port}/while-the-pool-is-busy`, { dispatcher: base.compose(fresh) })
+    events.push(`response ${r.statusCode}`)
+    assert.equal(((await r.body.json()) as { credential: string }).credential, 'present')
+    assert.equal(events[0], 'response 200', `the response came first: ${events.join(', ')}`)
+  } finally {
+    await Promise.all(busy)
+    await fresh.close()
+  }
+})
