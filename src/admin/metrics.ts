@@ -9,25 +9,27 @@ interface Cell {
 }
 
 /**
- * Counts by two label values, kept as plain numbers: an increment on the request path is a
- * map lookup and an addition. prom-client reads them only when `/metrics` is scraped (its
- * counters cost a label hash and validation per increment, a few per request).
+ * Counts by one or two label values, kept as plain numbers: an increment on the request path
+ * is a map lookup or two and an addition. prom-client reads them only when `/metrics` is
+ * scraped (its counters cost a label hash and validation per increment, a few per request).
  */
 class Cells {
   readonly #byFirst = new Map<string, Map<string, Cell>>()
   readonly all: Cell[] = []
-  readonly names: readonly [string, string]
+  readonly names: readonly [string] | readonly [string, string]
 
-  constructor(names: readonly [string, string]) {
+  constructor(names: readonly [string] | readonly [string, string]) {
     this.names = names
   }
 
-  add(a: string, b: string, n = 1): void {
+  /** `b` is the second label's value; with one label it is left out. */
+  add(a: string, b = '', n = 1): void {
     let byB = this.#byFirst.get(a)
     if (byB === undefined) this.#byFirst.set(a, (byB = new Map()))
     let cell = byB.get(b)
     if (cell === undefined) {
-      byB.set(b, (cell = { labels: { [this.names[0]]: a, [this.names[1]]: b }, n: 0 }))
+      const [first, second] = this.names
+      byB.set(b, (cell = { labels: second === undefined ? { [first]: a } : { [first]: a, [second]: b }, n: 0 }))
       this.all.push(cell)
     }
     cell.n += n
@@ -106,9 +108,10 @@ class PlainHistogram {
  */
 export class Metrics {
   readonly registry = new Registry()
+  // Counted in plain numbers; their prom-client counters are made in the constructor and held
+  // only by the registry, so nothing can increment them directly.
   readonly #requestCells = new Cells(['mode', 'outcome'])
-  readonly requests = scrapedCounter(this.registry, 'latchkey_requests_total', 'Proxied requests by mode and outcome', this.#requestCells)
-  readonly requestDuration = new PlainHistogram(
+  readonly #requestDuration = new PlainHistogram(
     'latchkey_request_duration_seconds',
     'Time from request received to response headers sent',
     'mode',
@@ -116,14 +119,7 @@ export class Metrics {
   )
   readonly injections = new Counter({ name: 'latchkey_injections_total', help: 'Requests a credential was injected into', labelNames: ['credential'] as const, registers: [this.registry] })
   readonly denials = new Counter({ name: 'latchkey_denials_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] })
-  readonly #hitCounts = new Map<string, Cell>()
-  readonly cacheHits = new Counter({
-    name: 'latchkey_cache_hits_total',
-    help: 'Secret lookups served from the cache',
-    labelNames: ['credential'] as const,
-    registers: [this.registry],
-    collect: scrapeInto(this.#hitCounts),
-  })
+  readonly #hitCells = new Cells(['credential'])
   readonly cacheMisses = new Counter({ name: 'latchkey_cache_misses_total', help: 'Secret lookups that waited for a provider fetch', labelNames: ['credential'] as const, registers: [this.registry] })
   readonly cacheStale = new Counter({ name: 'latchkey_cache_stale_served_total', help: 'Expired values served (within maxStale) because the provider failed or was slower than the stale grace', labelNames: ['credential'] as const, registers: [this.registry] })
   readonly cacheEntries = new Gauge({ name: 'latchkey_cache_entries', help: 'Secrets held in the cache', registers: [this.registry] })
@@ -139,12 +135,6 @@ export class Metrics {
   readonly providerRetries = new Counter({ name: 'latchkey_provider_retries_total', help: 'Provider calls repeated after a transient failure', labelNames: ['provider'] as const, registers: [this.registry] })
   readonly busts = new Counter({ name: 'latchkey_busts_total', help: 'Upstream 401/403 answers to injected requests, by result', labelNames: ['credential', 'result'] as const, registers: [this.registry] })
   readonly #credentialCells = new Cells(['credential', 'outcome'])
-  readonly credentialRequests = scrapedCounter(
-    this.registry,
-    'latchkey_credential_requests_total',
-    "Requests to a credential's hosts by credential and outcome (injected, replayed, client_header_kept, refused, error)",
-    this.#credentialCells,
-  )
   readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
 
   // Label children bound on first use and kept: no label hashing for these either.
@@ -158,14 +148,12 @@ export class Metrics {
 
   /** `latchkey_request_duration_seconds{mode}`. */
   observeDuration(mode: string, seconds: number): void {
-    this.requestDuration.observe(mode, seconds)
+    this.#requestDuration.observe(mode, seconds)
   }
 
   /** `latchkey_cache_hits_total{credential}` + `n` (0 shows the series before the first hit). */
   countCacheHit(credential: string, n = 1): void {
-    let cell = this.#hitCounts.get(credential)
-    if (cell === undefined) this.#hitCounts.set(credential, (cell = { labels: { credential }, n: 0 }))
-    cell.n += n
+    this.#hitCells.add(credential, '', n)
   }
 
   /** `latchkey_denials_total{code}` + 1. */
@@ -186,16 +174,11 @@ export class Metrics {
   constructor(options: { processMetrics?: boolean } = {}) {
     // prom-client samples event-loop lag with a 10 ms timer by default: 4 ms of CPU per second in an
     // idle pod. Every wake-up of an idle process costs ~0.1 ms, so one sample each 2 s.
-    this.registry.registerMetric(this.requestDuration as unknown as Histogram)
+    scrapedCounter(this.registry, 'latchkey_requests_total', 'Proxied requests by mode and outcome', this.#requestCells)
+    scrapedCounter(this.registry, 'latchkey_cache_hits_total', 'Secret lookups served from the cache', this.#hitCells)
+    scrapedCounter(this.registry, 'latchkey_credential_requests_total', "Requests to a credential's hosts by credential and outcome (injected, replayed, client_header_kept, refused, error)", this.#credentialCells)
+    this.registry.registerMetric(this.#requestDuration as unknown as Histogram)
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_', eventLoopMonitoringPrecision: 2000 })
-  }
-}
-
-/** A `collect` that copies one-label counts into the counter being scraped. */
-function scrapeInto(cells: Map<string, Cell>): (this: Counter<string>) => void {
-  return function (this: Counter<string>) {
-    this.reset()
-    for (const c of cells.values()) this.inc(c.labels, c.n)
   }
 }
 
