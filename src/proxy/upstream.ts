@@ -59,7 +59,7 @@ export function refuseLinkLocal(lookup: LookupFunction): LookupFunction {
 export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
   const lookup = o.lookup ?? systemLookup
   return {
-    credentialed: upstreamAgent(o, lookup),
+    credentialed: credentialedAgent(o),
     passthrough: upstreamAgent(o, o.allowLinkLocal ? lookup : refuseLinkLocal(lookup)),
   }
 }
