@@ -233,7 +233,18 @@ async function benchReady(dir: string, bin: string): Promise<void> {
     worstRss = Math.max(worstRss, rss)
     lines.push(`| ${c.name} | ${fmt(ready, 0)} | ${fmt(Math.min(...runs.map((r) => r.ready)), 0)}–${fmt(Math.max(...runs.map((r) => r.ready)), 0)} | ${fmt(median(runs.map((r) => r.cpu)), 0)} | ${fmt(rss, 1)} |`)
   }
-  target('start → ready (/readyz 200), env/file config, as shipped ≤ 300 ms', `${fmt(worstReady, 0)} ms (median of the worse config)`, worstReady / 300, worstReady <= 300)
+  // The image's launch path (deploy/docker/Dockerfile): node runs the bundle directly with the
+  // young-generation cap in NODE_OPTIONS, so there is no re-exec (one bare Node start, ~50 ms).
+  const entry = path.join(path.dirname(bin), '..', 'dist', 'cli', 'latchkey.js')
+  const imageRuns: number[] = []
+  for (let i = 0; i < STARTUP_RUNS; i++) {
+    const c = (await plainConfigs(dir))[0]!
+    const d = await startDaemon(entry, dir, c.config, { ...c.env, NODE_OPTIONS: '--max-semi-space-size=2', MALLOC_ARENA_MAX: '2' }, { nodeArgs: ['--enable-source-maps'] })
+    imageRuns.push(d.readyMs)
+    await d.stop()
+  }
+  lines.push(`| env, the image's entrypoint (no re-exec) | ${fmt(median(imageRuns), 0)} | ${fmt(Math.min(...imageRuns), 0)}–${fmt(Math.max(...imageRuns), 0)} | — | — |`)
+  target('start → ready (/readyz 200), env/file config, as shipped ≤ 300 ms', `${fmt(worstReady, 0)} ms (median of the worse config, bin); ${fmt(median(imageRuns), 0)} ms (image entrypoint)`, worstReady / 300, worstReady <= 300)
   target('RSS at ready, env/file config, as shipped ≤ 72 MiB', `${fmt(worstRss, 1)} MiB`, worstRss / 72, worstRss <= 72)
   details.push(`Start-up, ${STARTUP_RUNS} runs per config (CPU: all threads' on-CPU time from spawn to ready, less disturbed by a busy machine than the wall time):\n\n| config | start → ready median ms | range ms | CPU to ready ms | RSS at ready MiB |\n|---|---:|---:|---:|---:|\n${lines.join('\n')}`)
 }
