@@ -35,6 +35,13 @@ const PROVIDER_SECRET_VARS: Readonly<Record<string, readonly string[]>> = {
   azure: ['AZURE_CLIENT_SECRET', 'AZURE_CLIENT_CERTIFICATE_PASSWORD', 'AZURE_PASSWORD'],
 }
 
+/**
+ * With an `aws-sigv4` credential, the command gets these when it has no keys and no
+ * `AWS_PROFILE` of its own left: AWS SDKs refuse to send a request they cannot sign, and
+ * latchkey re-signs it anyway. They are not secrets and open nothing.
+ */
+export const AWS_PLACEHOLDER_KEYS: Readonly<Record<string, string>> = { AWS_ACCESS_KEY_ID: 'latchkey-placeholder', AWS_SECRET_ACCESS_KEY: 'latchkey-placeholder' }
+
 /** Loopback only: everything else goes through latchkey. */
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'] as const
 
@@ -65,13 +72,20 @@ export interface ChildEnvInput {
 /**
  * The command's environment: latchkey's, minus every variable latchkey reads a secret from
  * (each `env` provider credential's variable, each `${env:NAME}` of the config, the provider
- * credential variables above), plus the proxy and CA variables.
+ * and default-chain credential variables above), plus the proxy and CA variables (and
+ * placeholder AWS keys for a SigV4 credential).
  */
 export function childEnv(i: ChildEnvInput): { env: Record<string, string>; removed: string[] } {
   const remove = new Set<string>()
+  let signsAws = false
   for (const c of Object.values(i.config.credentials)) {
     const p = i.config.providers[c.provider]
     if (p?.type === 'env') remove.add(String(p.options.prefix ?? '') + c.ref)
+    if (c.sigv4 !== undefined) signsAws = true
+    // With no provider, a SigV4 or Azure credential uses the sidecar's own identity: the SDKs'
+    // default chains read these same variables, so the command runs without them too.
+    if (p === undefined && c.sigv4 !== undefined) for (const name of PROVIDER_SECRET_VARS.aws!) remove.add(name)
+    if (c.mint?.kind === 'azure-access-token' && c.mint.source === undefined) for (const name of PROVIDER_SECRET_VARS.azure!) remove.add(name)
   }
   for (const p of Object.values(i.config.providers)) for (const name of PROVIDER_SECRET_VARS[p.type] ?? []) remove.add(name)
   for (const m of (i.configText ?? '').matchAll(/\$\{env:([^}]*)\}/g)) remove.add(m[1] as string)
@@ -99,6 +113,7 @@ export function childEnv(i: ChildEnvInput): { env: Record<string, string>; remov
     LATCHKEY_PROXY_URL: proxy,
   })
   if (i.caEnv) Object.assign(env, i.caEnv)
+  if (signsAws && env.AWS_ACCESS_KEY_ID === undefined && env.AWS_SECRET_ACCESS_KEY === undefined && env.AWS_PROFILE === undefined) Object.assign(env, AWS_PLACEHOLDER_KEYS)
   return { env, removed: removed.sort() }
 }
 

@@ -24,6 +24,8 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { startAwsServer, type AwsServer } from '../servers/aws-server.ts'
 import { startS3Server, type S3Server } from '../servers/s3-server.ts'
 
+const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'latchkey.js')
+
 const KEYS = { accessKeyId: 'AKIASIGV4E2E00000001', secretAccessKey: 'canary-aws-secret-e2e-3b9f0c71d2a4', sessionToken: 'canary-aws-session-e2e-6d1e28+/=a7' }
 const ROTATED = { accessKeyId: 'AKIASIGV4E2E00000002', secretAccessKey: 'canary-aws-secret-rotated-90ce4f1a', sessionToken: 'canary-aws-session-rotated-27b5d3' }
 const CHAIN = { accessKeyId: 'AKIASIGV4CHAIN000001', secretAccessKey: 'canary-aws-secret-chain-5e07b2c9', sessionToken: 'canary-aws-session-chain-c41a8d' }
@@ -339,4 +341,44 @@ test('boto3 with dummy keys through HTTPS_PROXY + interception uploads, lists an
       t.diagnostic(`botocore ${botocore} payload hashes: ${[...new Set(seen.map((e) => e.payloadHash))].join(', ')}`)
     })
   }
+})
+
+const BOTO3_NO_KEYS = `
+import json, os, sys
+import boto3
+from botocore.config import Config
+endpoint, bucket = sys.argv[1], sys.argv[2]
+# No keys in the script: what latchkey exec left in the environment.
+s3 = boto3.client('s3', endpoint_url=endpoint, region_name='eu-central-1',
+    config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))
+s3.put_object(Bucket=bucket, Key='exec/hello.txt', Body=b'hello from exec')
+body = s3.get_object(Bucket=bucket, Key='exec/hello.txt')['Body'].read().decode()
+aws = {k: v for k, v in os.environ.items() if k.startswith('AWS_') and k not in ('AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_EC2_METADATA_DISABLED')}
+print(json.dumps({'body': body, 'aws': aws}))
+`
+
+test("latchkey exec -- python (boto3, no keys of its own): signed with latchkey's identity, and the command never holds the real keys", boto3.length === 0 ? { skip: 'boto3 is not importable by python3 or /usr/bin/python3 (Debian: apt-get install -y python3-boto3)' } : {}, async () => {
+  const { python } = boto3[0]!
+  const port = new URL(s3tls.url).port
+  s3Keys.push(CHAIN)
+  const config = path.join(dir, 'exec.yaml')
+  await writeFile(
+    config,
+    ['upstream: { caFile: upstream-ca.pem }', 'credentials:', `  lake: { hosts: ["localhost:${port}"], inject: { type: aws-sigv4, region: eu-central-1, service: s3 } }`, ''].join('\n'),
+  )
+  const before = s3tls.log.length
+  const r = await run(process.execPath, [BIN, 'exec', '-c', config, '--', python, '-c', BOTO3_NO_KEYS, `https://localhost:${port}`, 'exec-bucket'], {
+    // latchkey's own identity, as IRSA or a developer's shell would give it: the default chain's environment source.
+    env: baseEnv({ HOME: dir, AWS_ACCESS_KEY_ID: CHAIN.accessKeyId, AWS_SECRET_ACCESS_KEY: CHAIN.secretAccessKey, AWS_SESSION_TOKEN: CHAIN.sessionToken, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', AWS_EC2_METADATA_DISABLED: 'true' }),
+    cwd: dir,
+    timeoutMs: 60_000,
+  })
+  assert.equal(r.code, 0, r.stderr)
+  const out = JSON.parse(r.stdout) as { body: string; aws: Record<string, string> }
+  assert.equal(out.body, 'hello from exec')
+  assert.deepEqual(out.aws, { AWS_ACCESS_KEY_ID: 'latchkey-placeholder', AWS_SECRET_ACCESS_KEY: 'latchkey-placeholder' })
+  const seen = s3tls.log.slice(before)
+  assert.equal(seen.length, 2)
+  assert.deepEqual(seen.filter((e) => e.status !== 200), [])
+  assertNoCanary([r.stdout, r.stderr], [CHAIN.secretAccessKey, CHAIN.sessionToken])
 })
