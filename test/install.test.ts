@@ -49,4 +49,23 @@ test('npm install of the packed tarball prints no warning but the explained EBAD
   const load = spawnSync(process.execPath, ['--import', 'latchkey/register', '-e', "const m = await import('latchkey'); console.log(typeof m)"], { cwd: app, env: { PATH: userPath, LATCHKEY_ALLOWED_HOSTS: 'api.example.com', LATCHKEY_SECRET: 'T', T: 'install-test-token' }, encoding: 'utf8', timeout: 30_000 })
   assert.equal(load.status, 0, load.stderr)
   assert.match(load.stdout, /object/)
+
+  // A configuration that needs a cloud SDK the user did not install names the package to install:
+  // a provider's and a minted credential's alike, never Node's ERR_MODULE_NOT_FOUND.
+  writeFileSync(
+    path.join(app, 'latchkey.yaml'),
+    [
+      'providers: { kv: { type: vault, address: "http://127.0.0.1:1", auth: { method: token, token: "${env:VT}" } } }',
+      'credentials:',
+      '  stored: { provider: kv, ref: secret/data/app, field: token, hosts: [api.example.com], inject: { type: bearer } }',
+      '  bq: { hosts: [bigquery.googleapis.com], inject: { type: gcp-access-token } }',
+      '',
+    ].join('\n'),
+  )
+  const doctor = spawnSync(process.execPath, [path.join(app, 'node_modules', 'latchkey', 'bin', 'latchkey.js'), 'doctor', '-c', 'latchkey.yaml'], { cwd: app, env: { PATH: userPath, VT: 'install-test-vault-token' }, encoding: 'utf8', timeout: 60_000 })
+  const said = `${doctor.stdout}\n${doctor.stderr}`
+  assert.equal(doctor.status, 1, said)
+  assert.match(said, /npm install node-vault/)
+  assert.match(said, /npm install google-auth-library/)
+  assert.doesNotMatch(said, /ERR_MODULE_NOT_FOUND|install-test-vault-token/)
 })

@@ -160,6 +160,9 @@ function fakeRequest(url: string, hostHeader: string): IncomingMessage {
 }
 
 function describe(err: unknown): string {
+  // A minted credential goes through the cache, which wraps the provider's or minter's error.
+  const cause = (err as { cause?: unknown } | undefined)?.cause
+  if (!(err instanceof ProviderError) && cause instanceof ProviderError) return describe(cause)
   if (err instanceof ProviderError) return `${err.code}: ${err.message}${err.providerCode && !err.message.includes(err.providerCode) ? ` (${err.providerCode})` : ''}`
   const e = err as { code?: string; message?: string }
   return `${e.code ?? 'error'}: ${e.message ?? 'failed'}`

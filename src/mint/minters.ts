@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { SecretCache } from '../cache/secret-cache.ts'
 import type { CompiledCredential } from '../config/load.ts'
 import { LatchkeyError, ProviderError } from '../errors.ts'
+import { installHint, missingSdk } from '../providers/optional-sdk.ts'
 import type { FetchOptions, SecretProvider } from '../providers/provider.ts'
 import { SecretValue } from '../providers/secret-value.ts'
 import type { MintSpec } from './compile.ts'
@@ -79,7 +80,7 @@ export class Minters {
     let minter: Promise<TokenMinter> | undefined
     const load = (): Promise<TokenMinter> => {
       if (!minter) {
-        minter = loadMinter(spec, { env: opts.env, ca: opts.ca, logger: opts.logger })
+        minter = loadMinter(spec, { env: opts.env, ca: opts.ca, logger: opts.logger }, credential.name)
         // A failed load (bad key file, SDK) is tried again on the next fetch.
         minter.catch(() => (minter = undefined))
         this.#minters.push(minter)
@@ -142,8 +143,26 @@ interface LoadContext {
   logger: Logger
 }
 
-/** The minter for a kind, its SDK imported only when a credential of that kind is used. */
-async function loadMinter(spec: MintSpec, ctx: LoadContext): Promise<TokenMinter> {
+/** The optional SDK each kind imports (oauth2 and the SigV4 signer use dependencies of latchkey's own). */
+export const MINTER_SDKS: Readonly<Record<MintSpec['kind'], readonly string[]>> = {
+  oauth2: [],
+  'gcp-access-token': ['google-auth-library'],
+  'azure-access-token': ['@azure/identity'],
+  'aws-sigv4': ['@aws-sdk/credential-providers'],
+}
+
+/** The minter for a kind, its SDK imported only when a credential of that kind is used; a missing SDK is named. */
+async function loadMinter(spec: MintSpec, ctx: LoadContext, credential: string): Promise<TokenMinter> {
+  try {
+    return await importMinter(spec, ctx)
+  } catch (err) {
+    const missing = missingSdk(err, MINTER_SDKS[spec.kind])
+    if (missing === undefined) throw err
+    throw new ProviderError('provider_config', `credential "${credential}" (inject.type ${spec.kind}) ${installHint(missing)}`, { retryable: false })
+  }
+}
+
+async function importMinter(spec: MintSpec, ctx: LoadContext): Promise<TokenMinter> {
   switch (spec.kind) {
     case 'oauth2':
       return (await import('./oauth2.ts')).createOAuth2Minter(spec, ctx)

@@ -1,5 +1,6 @@
 import { ProviderError } from '../errors.ts'
 import type { ProviderFactory } from './provider.ts'
+import { installHint, missingSdk } from './optional-sdk.ts'
 import { envProvider } from './env.ts'
 import { fileProvider } from './file.ts'
 import { vaultProvider } from './vault.ts'
@@ -20,11 +21,7 @@ export const PROVIDERS: Readonly<Record<string, ProviderFactory>> = {
   gcp: needsSdk(gcpProvider, ['@google-cloud/secret-manager', 'google-gax']),
 }
 
-/**
- * Cloud SDKs are optional peer dependencies: a library user installs only the one their
- * provider needs. When it is missing, say which package to install instead of Node's
- * ERR_MODULE_NOT_FOUND from deep inside the provider.
- */
+/** A provider type whose SDK, when missing, is named with the package to install. */
 export function needsSdk<F extends ProviderFactory>(factory: F, packages: readonly string[]): F {
   return {
     ...factory,
@@ -32,10 +29,9 @@ export function needsSdk<F extends ProviderFactory>(factory: F, packages: readon
       try {
         return await factory.create(options, ctx)
       } catch (err) {
-        const e = err as NodeJS.ErrnoException
-        const missing = e.code === 'ERR_MODULE_NOT_FOUND' ? packages.find((p) => e.message.includes(`'${p}'`)) : undefined
+        const missing = missingSdk(err, packages)
         if (missing === undefined) throw err
-        throw new ProviderError('provider_config', `provider "${ctx.name}" (type ${factory.type}) needs the package ${missing}, which is not installed: npm install ${missing}`, { retryable: false })
+        throw new ProviderError('provider_config', `provider "${ctx.name}" (type ${factory.type}) ${installHint(missing)}`, { retryable: false })
       }
     },
   }
