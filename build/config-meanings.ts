@@ -19,7 +19,7 @@ export const MEANINGS: Readonly<Record<string, string>> = {
   'cache.maxStale': 'while the provider fails, serve the old value at most this long past expiry',
   'cache.bustCooldown': 'after a 401/403, at most one refetch per credential per this interval',
   'cache.prefetch': 'fetch every credential at start (readiness means "can inject")',
-  'cache.refreshAhead': 'refresh an entry in use once this fraction of its TTL has passed',
+  'cache.refreshAhead': 'refresh an entry once this fraction of its TTL has passed: prefetched credentials always, others while in use',
   'cache.fetchTimeout': 'timeout of one provider call',
   'cache.fetchAttempts': 'provider calls per fetch for throttling / transient failures',
   'upstream.caFile': 'extra CA certificates (PEM) trusted for upstream TLS and passed to providers that speak TLS',

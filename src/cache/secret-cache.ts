@@ -247,7 +247,14 @@ export class SecretCache {
   unready(credentials: readonly CompiledCredential[]): Unready[] {
     const out: Unready[] = []
     for (const c of credentials) {
-      if (!this.servable(c) && !this.#busting.has(c.cacheKey)) out.push({ name: c.name, code: this.#failures.get(c.cacheKey)?.err.code ?? 'pending' })
+      const e = this.#entries.get(c.cacheKey, { updateAgeOnGet: false })
+      if (e === undefined || !this.#withinMaxStale(e)) {
+        if (!this.#busting.has(c.cacheKey)) out.push({ name: c.name, code: this.#failures.get(c.cacheKey)?.err.code ?? 'pending' })
+        continue
+      }
+      // A value every request would refuse (a missing field, CR/LF) cannot be served either.
+      const rendered = this.#render(c, e)
+      if (rendered instanceof LatchkeyError) out.push({ name: c.name, code: rendered.code })
     }
     return out
   }
@@ -454,19 +461,23 @@ export class SecretCache {
   }
 
   #resolve(credential: CompiledCredential, entry: Entry, stale: boolean): Resolved {
-    let rendered = entry.rendered.get(credential.name)
-    if (rendered === undefined) {
-      let value: string | LatchkeyError
-      try {
-        value = credential.injector.render(entry.secret.reveal())
-      } catch (err) {
-        value = err instanceof LatchkeyError ? err : new LatchkeyError('invalid_secret', `credential ${credential.name}: secret cannot be rendered`)
-      }
-      entry.rendered.set(credential.name, value)
-      rendered = value
-    }
+    const rendered = this.#render(credential, entry)
     if (rendered instanceof LatchkeyError) throw rendered
     return { secret: entry.secret, headerValue: rendered, stale }
+  }
+
+  /** The header value for `credential` from `entry`, or why it cannot be sent; rendered once per entry. */
+  #render(credential: CompiledCredential, entry: Entry): string | LatchkeyError {
+    let rendered = entry.rendered.get(credential.name)
+    if (rendered === undefined) {
+      try {
+        rendered = credential.injector.render(entry.secret.reveal())
+      } catch (err) {
+        rendered = err instanceof LatchkeyError ? err : new LatchkeyError('invalid_secret', `credential ${credential.name}: secret cannot be rendered`)
+      }
+      entry.rendered.set(credential.name, rendered)
+    }
+    return rendered
   }
 }
 

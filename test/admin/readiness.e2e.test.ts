@@ -108,3 +108,45 @@ test('a provider down at start: /readyz is 503 naming the credential and its cod
   assert.doesNotMatch(metrics, /latchkey_requests_total\{/, 'no request went through the proxy')
   assertNoCanary(capture.lines(), [CANARY_VAULT, vault.rootToken])
 })
+
+test('a held value that cannot be sent (a missing JSON field, a CR/LF) keeps /readyz 503 naming the credential and code; a fixed secret turns it ready with no request', async () => {
+  const capture = captureLogs()
+  const logs = logWaiter(capture)
+  const CANARY_JSON = 'canary-ready-json-71c0de'
+  const CANARY_CRLF = 'canary-ready-crlf-2a9e54'
+  await writeFile(path.join(dir, 'fielded.json'), JSON.stringify({ other: CANARY_JSON }))
+  await writeFile(path.join(dir, 'crlf'), `${CANARY_CRLF}\r\nX-Injected: 1`)
+  const d = await startTestDaemon({
+    baseDir: dir,
+    logStream: logs.stream,
+    config: {
+      providers: { files: { type: 'file', dir: '.' } },
+      credentials: {
+        fielded: { provider: 'files', ref: 'fielded.json', field: 'token', hosts: ['fielded.example.com'], inject: { type: 'bearer' }, ttl: '300ms' },
+        crlf: { provider: 'files', ref: 'crlf', hosts: ['crlf.example.com'], inject: { type: 'bearer' } },
+      },
+    },
+  })
+  daemons.push(d)
+  const down = await readyz(d)
+  assert.equal(down.status, 503, down.text)
+  assert.deepEqual(JSON.parse(down.text), {
+    status: 'not_ready',
+    waiting: ['fielded', 'crlf'],
+    errors: [
+      { credential: 'fielded', code: 'invalid_secret' },
+      { credential: 'crlf', code: 'header_value_invalid' },
+    ],
+  })
+
+  // The secret is fixed where it lives; the next background refresh picks it up.
+  await writeFile(path.join(dir, 'fielded.json'), JSON.stringify({ token: CANARY_JSON }))
+  let r = await readyz(d)
+  // A refresh under way may have read the file just before the write: the next one reads the fixed file.
+  for (let i = 0; i < 4 && r.text.includes('fielded'); i++) {
+    await logs.next('a refresh after the fix', (x) => x.event === 'secret_fetched' && x.credential === 'fielded', { from: logs.count() })
+    r = await readyz(d)
+  }
+  assert.deepEqual(JSON.parse(r.text), { status: 'not_ready', waiting: ['crlf'], errors: [{ credential: 'crlf', code: 'header_value_invalid' }] })
+  assertNoCanary([...capture.lines(), down.text, r.text], [CANARY_JSON, CANARY_CRLF])
+})
