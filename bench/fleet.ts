@@ -29,6 +29,7 @@ for (const run of fleetRuns(pods)) {
     if (/outage|recovery/.test(w.name)) checks.push({ what: `${run.title} ${w.name}: ${w.podsUnready} pods unready, ${w.requestsFailed} requests failed (outage < maxStale)`, ok: w.podsUnready === 0 && w.requestsFailed === 0 })
     if (/rotation/.test(w.name)) {
       checks.push({ what: `${run.title} ${w.name}: peak ${w.callsPeak}/s under the quota ${quota}/s, ${w.throttled} throttled`, ok: w.callsPeak <= quota && w.throttled === 0 })
+      checks.push({ what: `${run.title} ${w.name}: ${w.podsUnready} pods unready, ${w.requestsFailed} requests failed (every pod's refetch after the 401)`, ok: w.podsUnready === 0 && w.requestsFailed === 0 })
       checks.push({ what: `${run.title} ${w.name}: ≤ 1 refetch per pod per cooldown (max ${w.maxRefetchPerPodPerCooldown})`, ok: w.maxRefetchPerPodPerCooldown <= 1 })
     }
   }

@@ -19,7 +19,8 @@
  * (100000; the target is stated for 1000000), BENCH_IDLE_MS (10000), BENCH_STARTUP_RUNS (5),
  * BENCH_FROM_SOURCES=1 (latchkey from src/ instead of the build), BENCH_NGINX=0 / BENCH_WRK=0
  * (leave them out), BENCH_PROVIDERS=1 (also start-up per provider type, bench/startup.ts),
- * BENCH_ONLY=a,b (sections: throughput,latency,intercept,idle,ready,soak,micro).
+ * BENCH_ONLY=a,b (sections: throughput,latency,intercept,idle,ready,soak,micro,fleet),
+ * BENCH_FLEET_PODS (10000: the fleet simulation's scale, bench/fleet.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -328,6 +329,20 @@ async function benchMicro(): Promise<void> {
   target('cache-hit decision (match + render) ≤ 1 µs', `${fmt(ns, 0)} ns`, ns / 1000, ns <= 1000)
 }
 
+/** The fleet simulation (virtual clock, no sockets) in its own process: its tables and plots go in the details, its targets in one row. */
+async function benchFleet(): Promise<void> {
+  const pods = env('BENCH_FLEET_PODS', 10_000)
+  const child = spawn(process.execPath, [path.join(ROOT, 'bench', 'fleet.ts'), '--pods', String(pods)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  const checks = out.split('\n').filter((l) => /^- (met|MISSED): /.test(l))
+  if (checks.length === 0) throw new Error(`bench/fleet.ts exited ${code} with no targets`)
+  const missed = checks.filter((l) => l.startsWith('- MISSED'))
+  target(`fleet simulation, ${pods.toLocaleString('en-US')} pods × 5 credentials: every lifecycle target met`, `${checks.length - missed.length} of ${checks.length} met${missed.length ? `; missed: ${missed.map((l) => l.slice(10)).join('; ')}` : ''}`, undefined, missed.length === 0 && code === 0)
+  details.push(`Fleet simulation (bench/fleet.ts, ${pods.toLocaleString('en-US')} pods):\n${out.trim()}`)
+}
+
 async function section(name: string, fn: () => Promise<void>): Promise<void> {
   if (!on(name)) return
   const t = performance.now()
@@ -354,6 +369,7 @@ async function main(): Promise<void> {
     await section('ready', () => benchReady(dir, bin))
     await section('soak', () => benchSoak(dir, bin, up.port))
     await section('micro', benchMicro)
+    await section('fleet', benchFleet)
     if (process.env.BENCH_PROVIDERS === '1') {
       const { benchStartup, startupTable } = await import('./startup.ts')
       details.push(`Start-up per provider type (sources, ${STARTUP_RUNS} runs each):\n\n${startupTable(await benchStartup({ runs: STARTUP_RUNS }))}`)

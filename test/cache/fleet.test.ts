@@ -61,6 +61,8 @@ test('a 200-pod fleet: spread refreshes, no unready pod or failed request throug
   assert.ok(rotation.callsPeak <= scenario.secretManager.quotaPerSec, `rotation peak ${rotation.callsPeak}/s`)
   assert.equal(rotation.maxRefetchPerPodPerCooldown, 1)
   assert.equal(rotation.requestsFailed, 0)
+  // A bust's refetch does not blink readiness.
+  assert.equal(rotation.podsUnready, 0, 'rotation: pods unready')
 
   // The report renders every window and a plot of the whole run.
   assert.equal(table(r.windows).split('\n').length, 2 + r.windows.length)

@@ -52,7 +52,7 @@ test('a kept credential is refreshed ahead of expiry with no traffic: it holds a
     await s.clock.runUntil(t)
     assert.equal(s.cache.holds(c), true, `held at ${t} ms`)
   }
-  // About one call per refresh interval (0.8 × TTL ± 10 %, the first drawn over its second half), not per second.
+  // About one call per refresh interval (0.8 × TTL ± 10 %, the first drawn over the last 70 % of that span), not per second.
   assert.ok(s.calls.length >= 20 && s.calls.length <= 32, `${s.calls.length} provider calls in 20 TTLs`)
   s.cache.close()
 })
