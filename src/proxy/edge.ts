@@ -40,8 +40,10 @@ export interface RefusedDestination {
 
 /** One audit record for a refusal at the edge (nothing was fetched or sent). */
 export function auditRefusal(edge: Edge, code: ErrorCode, method: string, d: RefusedDestination, traceparent: string | string[] | undefined): void {
-  if (edge.audit === undefined || !AUDITED_REFUSALS.has(code)) return
+  if (!AUDITED_REFUSALS.has(code)) return
+  // Counted whether or not an audit sink is configured: the metric does not depend on it.
   if (d.credential !== undefined) edge.metrics.countCredentialUse(d.credential.name, 'refused')
+  if (edge.audit === undefined) return
   edge.audit.write({
     credential: d.credential?.name,
     provider: d.credential?.provider,

@@ -142,8 +142,13 @@ test('dot-segments that leave the allowed subtree are refused, never resolved by
     assert.equal(statusOf(raw), 403, target)
     assert.match(raw, /"error":"policy_denied"/)
   }
-  // Climbing above the root cannot be normalised at all: 400, before any rule is looked at.
-  assert.equal(statusOf(await rawGet(`http://localhost:${ro.port}/api/../../etc`)), 400)
+  // Climbing above the root cannot be normalised at all: 400, before any rule is looked at,
+  // with one audit record naming the credential it was refused.
+  const climbed = await auditedBy(async () => assert.equal(statusOf(await rawGet(`http://localhost:${ro.port}/api/../../etc`)), 400))
+  assert.deepEqual(
+    climbed.map((r) => [r.credential, r.status, r.outcome, r.code]),
+    [['ro', 400, 'refused', 'bad_request']],
+  )
   // An encoded slash is not a separator: `*` does not reach across it.
   assert.equal(statusOf(await rawGet(`http://localhost:${ro.port}/api/a%2Fb/search`, 'POST')), 403)
   assert.equal(statusOf(await rawGet(`http://localhost:${ro.port}/api/a/search`, 'POST')), 200)
@@ -277,4 +282,35 @@ test('/metrics counts uses and refusals per credential by outcome', async () => 
   assert.match(text, /latchkey_credential_requests_total\{credential="ro",outcome="injected"\} [1-9]/)
   assert.match(text, /latchkey_credential_requests_total\{credential="rot",outcome="replayed"\} 1/)
   assert.match(text, /latchkey_credential_requests_total\{credential="guarded",outcome="refused"\} [1-9]/)
+})
+
+test('with audit off, refusals are still counted per credential (the metric does not depend on the sink) and no record is written', async () => {
+  const quiet = captureLogs()
+  const d = await startTestDaemon({
+    baseDir: dir,
+    env: { RO: RO_VALUE, GUARDED: GUARDED_VALUE, PROXY_TOKEN },
+    logStream: quiet.stream,
+    config: {
+      audit: { enabled: false },
+      providers: { dev: { type: 'env' } },
+      proxyAuth: { token: '${env:PROXY_TOKEN}', required: false },
+      credentials: {
+        ro: { provider: 'dev', ref: 'RO', hosts: [`localhost:${ro.port}`], insecure: true, inject: { type: 'header', header: 'X-Api-Key' }, allow: [{ methods: ['GET'], paths: ['/api/**'] }] },
+        guarded: { provider: 'dev', ref: 'GUARDED', hosts: [`localhost:${guarded.port}`], insecure: true, inject: { type: 'bearer' }, requireProxyAuth: true },
+      },
+    },
+  })
+  try {
+    assert.equal((await curl(['-x', d.proxyUrl, `http://localhost:${guarded.port}/g`])).status, 407, 'refused at the edge')
+    assert.equal((await curl(['-x', d.proxyUrl, '-X', 'DELETE', `http://localhost:${ro.port}/api/x`])).status, 403, 'refused by a rule')
+    assert.equal((await curl(['-x', d.proxyUrl, `http://localhost:${ro.port}/api/x`])).status, 200)
+    const text = await d.metrics.registry.metrics()
+    assert.match(text, /latchkey_credential_requests_total\{credential="guarded",outcome="refused"\} 1/)
+    assert.match(text, /latchkey_credential_requests_total\{credential="ro",outcome="refused"\} 1/)
+    assert.match(text, /latchkey_credential_requests_total\{credential="ro",outcome="injected"\} 1/)
+    assert.equal(auditLines(quiet.text()).length, 0)
+  } finally {
+    await d.close(2000)
+  }
+  assertNoCanary([quiet.text()], [RO_VALUE, GUARDED_VALUE, PROXY_TOKEN])
 })
