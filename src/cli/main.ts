@@ -75,7 +75,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
         io.stderr.write(`latchkey doctor: --dry-run takes [METHOD] URL, got ${d.length} arguments\n`)
         return setCode(2)
       }
-      const dryRun = d === undefined ? undefined : { url: d[d.length - 1] as string, method: (d.length === 2 ? d[0] : o.method) ?? 'GET' }
+      // Node's parser takes methods in upper case only, so `delete` on the command line means DELETE.
+      const dryRun = d === undefined ? undefined : { url: d[d.length - 1] as string, method: ((d.length === 2 ? d[0] : o.method) ?? 'GET').toUpperCase() }
       setCode(await doctor(r.config, io, dryRun))
     })
 

@@ -136,6 +136,30 @@ test('latchkey doctor --dry-run says which credential a URL would get, or why no
   assert.match(no.stdout, /no credential is bound/)
 })
 
+test('latchkey doctor --dry-run METHOD URL (and --method) says which allow rule lets the request through, or that none does', async () => {
+  const file = await writeConfig('dry-rules.json', {
+    ...goodConfig(),
+    credentials: { api: { ...goodConfig().credentials.api, allow: [{ methods: ['GET', 'HEAD'], paths: ['/api/**'] }, { methods: ['POST'], paths: ['/api/*/search'] }] } },
+  })
+  const base = `http://127.0.0.1:${up.port}`
+  const post = await runBin(['doctor', '-c', file, '--dry-run', 'POST', `${base}/api/runs/search?q=1`])
+  assert.equal(post.code, 0, post.stdout)
+  assert.match(post.stdout, /→ credential api /)
+  assert.match(post.stdout, /^ {2}POST \/api\/runs\/search → allowed by credentials\.api\.allow\[1\]$/m)
+  const viaFlag = await runBin(['doctor', '-c', file, '--method', 'delete', '--dry-run', `${base}/api/x/./y`])
+  assert.equal(viaFlag.code, 1, viaFlag.stdout)
+  assert.match(viaFlag.stdout, /^ {2}DELETE \/api\/x\/y → refused: 403 policy_denied \(no rule of credentials\.api\.allow matches\)$/m)
+  const get = await runBin(['doctor', '-c', file, '--dry-run', `${base}/api/a%7Eb`])
+  assert.equal(get.code, 0, get.stdout)
+  assert.match(get.stdout, /^ {2}GET \/api\/a~b → allowed by credentials\.api\.allow\[0\] \(sent as \/api\/a~b\)$/m)
+  const climbing = await runBin(['doctor', '-c', file, '--dry-run', 'GET', `${base}/api/%2e%2e/%2e%2e/etc`])
+  assert.equal(climbing.code, 1, climbing.stdout)
+  assert.match(climbing.stdout, /GET → refused: 400 bad_request/)
+  const tooMany = await runBin(['doctor', '-c', file, '--dry-run', 'GET', 'PUT', `${base}/`])
+  assert.equal(tooMany.code, 2)
+  assert.match(tooMany.stderr, /--dry-run takes \[METHOD\] URL, got 3 arguments/)
+})
+
 test('latchkey doctor --dry-run gives the proxy\'s own answer: userinfo, CONNECT without interception, plain http for insecure, routes', async () => {
   const config = {
     ...goodConfig(),
