@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
+import { createHash, createHmac } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { after, before, test } from 'node:test'
 import { request } from 'undici'
 import { LatchkeyError } from '../../src/errors.ts'
-import { parseAwsKeys, signingScope, SigV4Signer, type AwsKeys } from '../../src/mint/sigv4.ts'
+import { parseAwsKeys, Sha256, signingScope, SigV4Signer, type AwsKeys } from '../../src/mint/sigv4.ts'
 import { startAwsServer, type AwsServer } from '../servers/aws-server.ts'
 import { startS3Server, type S3Server } from '../servers/s3-server.ts'
 
@@ -126,4 +126,23 @@ test('keys are read from a JSON secret in either naming, and a secret without th
   assert.deepEqual(parseAwsKeys(JSON.stringify({ AccessKeyId: 'A', SecretAccessKey: 'S', SessionToken: 'T' })), { accessKeyId: 'A', secretAccessKey: 'S', sessionToken: 'T' })
   assert.deepEqual(parseAwsKeys(JSON.stringify({ aws_access_key_id: 'A', aws_secret_access_key: 'S' })), { accessKeyId: 'A', secretAccessKey: 'S', sessionToken: undefined })
   assert.throws(() => parseAwsKeys('AKIA:secret'), (e: unknown) => e instanceof LatchkeyError && e.code === 'invalid_secret' && !e.message.includes('secret"'))
+})
+
+test("the signer's SHA-256 gives node:crypto's digests for string, Buffer, Uint8Array and ArrayBuffer input, keyed and not, and resets", async () => {
+  const key = Buffer.from([0, 1, 2, 250, 251, 252, 0x80, 0xff])
+  const hex = (u: Uint8Array) => Buffer.from(u).toString('hex')
+  const plain = new Sha256()
+  plain.update('héllo ')
+  plain.update(new Uint8Array(Buffer.from('wörld')))
+  assert.equal(hex(await plain.digest()), createHash('sha256').update('héllo wörld').digest('hex'))
+  for (const secret of [key, new Uint8Array(key), key.buffer.slice(key.byteOffset, key.byteOffset + key.byteLength), 'AWS4sëcret']) {
+    const h = new Sha256(secret)
+    h.update(Buffer.from('20260101'))
+    h.update('/eu-west-1', 'utf8')
+    const want = createHmac('sha256', typeof secret === 'string' ? Buffer.from(secret) : Buffer.from(secret as ArrayBuffer)).update('20260101/eu-west-1').digest('hex')
+    assert.equal(hex(await h.digest()), want)
+    h.reset()
+    h.update('x')
+    assert.equal(hex(await h.digest()), createHmac('sha256', typeof secret === 'string' ? Buffer.from(secret) : Buffer.from(secret as ArrayBuffer)).update('x').digest('hex'))
+  }
 })
