@@ -24,9 +24,10 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
 const MODES = ['route', 'forward', 'intercept', 'shim'] as const
 type Mode = (typeof MODES)[number]
-type Name = 'main' | 'keep' | 'down' | 'ro'
+type Name = 'main' | 'keep' | 'down' | 'ro' | 'echo'
 
 const CANARY_KEEP = 'canary-modes-keep-51c0e8a2'
+const CANARY_ECHO = 'canary-modes-echo-0d94b7e3'
 /** Every value the rotating credential ever had (all scrubbed from every log line). */
 const tokens: string[] = []
 let token = ''
@@ -54,7 +55,16 @@ before(async () => {
   await writeFile(path.join(dir, 'upstream-ca.pem'), ca.caPem)
   await rotate()
   const cert = await ca.issue(['localhost'])
-  for (const n of ['main', 'keep', 'down', 'ro'] as const) ups[n] = await startUpstream(cert)
+  for (const n of ['main', 'keep', 'down', 'ro', 'echo'] as const) ups[n] = await startUpstream(cert)
+  // A debug endpoint that reflects the credential it got: in a header, and in the body split
+  // across two writes and base64-encoded.
+  ups.echo.handle((req, res) => {
+    const auth = String(req.headers.authorization)
+    res.writeHead(200, { 'content-type': 'text/plain', 'x-echo': auth })
+    const half = Math.floor(auth.length / 2)
+    res.write(`you sent ${auth.slice(0, half)}`)
+    setImmediate(() => res.end(`${auth.slice(half)} = ${Buffer.from(auth.slice('Bearer '.length)).toString('base64')}\n`))
+  })
   ups.main.handle((req, res) => {
     if (req.url === '/hang') {
       hanging?.arrived()
@@ -86,11 +96,12 @@ before(async () => {
       down: { provider: 'files', ref: 'no-such-file', hosts: [`localhost:${ups.down.port}`], inject: { type: 'bearer' }, prefetch: false },
       // Read-only: GET under /api/ only.
       ro: { provider: 'dev', ref: 'KEEP', hosts: [`localhost:${ups.ro.port}`], inject: { type: 'header', header: 'X-Api-Key' }, allow: [{ methods: ['GET'], paths: ['/api/**'] }] },
+      echo: { provider: 'dev', ref: 'ECHO', hosts: [`localhost:${ups.echo.port}`], inject: { type: 'bearer' }, scrubResponses: true },
     },
-    routes: Object.fromEntries((['main', 'keep', 'down', 'ro'] as const).map((n) => [n, { upstream: `https://localhost:${ups[n].port}` }])),
+    routes: Object.fromEntries((['main', 'keep', 'down', 'ro', 'echo'] as const).map((n) => [n, { upstream: `https://localhost:${ups[n].port}` }])),
   }
-  daemon = await startTestDaemon({ baseDir: dir, env: { KEEP: CANARY_KEEP }, logStream: daemonLogs.stream, config }, { interceptor: createInterceptor })
-  shim = createLatchkeyInterceptor(config, { env: { KEEP: CANARY_KEEP }, baseDir: dir, logStream: shimLogs.stream })
+  daemon = await startTestDaemon({ baseDir: dir, env: { KEEP: CANARY_KEEP, ECHO: CANARY_ECHO }, logStream: daemonLogs.stream, config }, { interceptor: createInterceptor })
+  shim = createLatchkeyInterceptor(config, { env: { KEEP: CANARY_KEEP, ECHO: CANARY_ECHO }, baseDir: dir, logStream: shimLogs.stream })
   await shim.ready
   const interceptCa = await readFile(path.join(dir, 'ca', 'ca.pem'), 'utf8')
   dispatchers.route = new Agent()
@@ -105,7 +116,7 @@ after(async () => {
   await daemon?.close(2000)
   await Promise.all(Object.values(ups).map((u) => u.close()))
   await rm(dir, { recursive: true, force: true })
-  assertNoCanary([daemonLogs.text(), shimLogs.text()], [CANARY_KEEP, ...tokens])
+  assertNoCanary([daemonLogs.text(), shimLogs.text()], [CANARY_KEEP, CANARY_ECHO, ...tokens])
 })
 
 interface Call {
@@ -404,3 +415,25 @@ for (const s of scenarios) {
     }
   })
 }
+
+test('an upstream that echoes the credential: no form of it reaches the client in any mode (headers, a body split across writes, base64), and the daemon audits each use', async () => {
+  for (const mode of MODES) {
+    const auditStart = daemonLogs.lines().length
+    const r = await request(urlOf(mode, { name: 'echo', path: '/debug?x=1' }), { dispatcher: dispatchers[mode] })
+    const body = await r.body.text()
+    assert.equal(r.statusCode, 200, mode)
+    const seen = [JSON.stringify(r.headers), body]
+    assertNoCanary(seen, [CANARY_ECHO])
+    assert.match(body, /^you sent \*{33} = \*+\n$/, `${mode}: masked byte for byte: ${JSON.stringify(body)}`)
+    assert.equal(ups.echo.received.at(-1)?.headers.authorization, `Bearer ${CANARY_ECHO}`, `${mode}: the upstream got the credential`)
+    if (mode === 'shim') continue
+    // One audit record per use, naming the value by fingerprint only.
+    await until(() => daemonLogs.lines().slice(auditStart).some((l) => l.startsWith('{"audit":true') && l.includes('"credential":"echo"')), `${mode}: the audit record`)
+    const records = daemonLogs.lines().slice(auditStart).filter((l) => l.startsWith('{"audit":true')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    assert.deepEqual(
+      records.map((x) => [x.credential, x.method, x.path, x.status, x.outcome, typeof x.fingerprint]),
+      [['echo', 'GET', '/debug', 200, 'injected', 'string']],
+      mode,
+    )
+  }
+})
