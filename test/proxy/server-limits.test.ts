@@ -130,6 +130,21 @@ describe('connection limits and timeouts of the proxy listener', () => {
     }
   })
 
+  test('a kept-alive connection is served, then closed after the keep-alive timeout with no request on it', async () => {
+    // Idle timeout far above the keep-alive one: the close below can only be the keep-alive timeout.
+    const daemon = await startTestDaemon({ config: { log: { level: 'warn' }, limits: { keepAliveTimeout: '300ms', idleTimeout: '60s' }, routes: { up: { upstream: up.url } } } })
+    try {
+      const c = await connect(daemon.proxyUrl)
+      assert.match(await ask(c, '/up/one'), /^HTTP\/1\.1 200/)
+      assert.match(await ask(c, '/up/two'), /^HTTP\/1\.1 200/, 'the connection is kept alive between requests')
+      const waited = performance.now()
+      await c.closed
+      assert.ok(performance.now() - waited < 30_000, 'closed by the keep-alive timeout, not the idle one')
+    } finally {
+      await daemon.close()
+    }
+  })
+
   test('the defaults: 10 s for headers, 1024 connections, and an idle timeout above the upstream timeouts', () => {
     const d = resolveServerLimits({}, { connectTimeout: 10_000, requestTimeout: 60_000 })
     assert.equal(d.headersTimeoutMs, 10_000)
