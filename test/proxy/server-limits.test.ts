@@ -132,11 +132,13 @@ describe('connection limits and timeouts of the proxy listener', () => {
 
   test('a kept-alive connection is served, then closed after the keep-alive timeout with no request on it', async () => {
     // Idle timeout far above the keep-alive one: the close below can only be the keep-alive timeout.
-    const daemon = await startTestDaemon({ config: { log: { level: 'warn' }, limits: { keepAliveTimeout: '300ms', idleTimeout: '60s' }, routes: { up: { upstream: up.url } } } })
+    const daemon = await startTestDaemon({ config: { log: { level: 'warn' }, limits: { keepAliveTimeout: '2s', idleTimeout: '60s' }, routes: { up: { upstream: up.url } } } })
     try {
       const c = await connect(daemon.proxyUrl)
       assert.match(await ask(c, '/up/one'), /^HTTP\/1\.1 200/)
       assert.match(await ask(c, '/up/two'), /^HTTP\/1\.1 200/, 'the connection is kept alive between requests')
+      // Node announces the server's keep-alive timeout (whole seconds): the configured one, not its default of 5.
+      assert.match(c.received(), /^keep-alive: timeout=2\r$/im)
       const waited = performance.now()
       await c.closed
       assert.ok(performance.now() - waited < 30_000, 'closed by the keep-alive timeout, not the idle one')
