@@ -1,9 +1,10 @@
 /**
  * The proxy listener on a Unix socket: file mode, curl --unix-socket for a route, Node's
- * http.request({ socketPath }) for the forward proxy, and the stale-socket rule.
+ * http.request({ socketPath }) for the forward proxy, Python requests with the adapter
+ * docs/policy.md prints, and the stale-socket rule.
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
@@ -125,4 +126,44 @@ test('check: a Unix socket counts as local, its mode must be an octal string, ad
   assert.ok(!adminSock.ok && adminSock.issues.some((i) => i.path === 'admin.listen'))
   const long = validateConfig({ ...base, listen: `unix:/${'x'.repeat(120)}.sock` }, { env: {}, baseDir: '/' })
   assert.ok(!long.ok && long.issues.some((i) => i.path === 'listen' && /107 bytes/.test(i.message)))
+})
+
+/** Each python3 (PATH, Debian's) that can import requests, by its requests version. */
+function pythonsWithRequests(): Array<{ python: string; version: string }> {
+  const found: Array<{ python: string; version: string }> = []
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const r = spawnSync(python, ['-c', 'import requests; print(requests.__version__)'], { encoding: 'utf8', timeout: 20_000 })
+    const version = r.stdout?.trim()
+    if (!r.error && r.status === 0 && version && !found.some((f) => f.version === version)) found.push({ python, version })
+  }
+  return found
+}
+const withRequests = pythonsWithRequests()
+
+test("Python requests through the socket with docs/policy.md's adapter, as printed there", withRequests.length === 0 ? { skip: 'requests is not importable by python3 or /usr/bin/python3 (Debian: apt-get install -y python3-requests)' } : {}, async (t) => {
+  const page = await readFile(path.join(import.meta.dirname, '..', '..', 'docs', 'policy.md'), 'utf8')
+  const block = /```python\n([\s\S]*?)\n```/.exec(page.slice(page.indexOf('### A Unix-socket listener')))?.[1]
+  assert.ok(block, 'the page has the adapter')
+  // The adapter and usage as printed, with the socket path and destination of this test.
+  const sock = path.join(dir, 'py.sock')
+  const script = block
+    .replace('/run/user/1000/latchkey/proxy.sock', sock)
+    .replace(/session\.get\("[^"]*"\)/, `r = session.get("http://localhost:${up.port}/via-python?x=1")\nprint(r.status_code)`)
+  assert.notEqual(script, block)
+  const daemon = await start(`unix:${sock}`)
+  try {
+    for (const { python, version } of withRequests) {
+      await t.test(`requests ${version} (${python})`, async () => {
+        const before = up.received.length
+        const r = await run(python, ['-c', script], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } })
+        assert.equal(r.stdout.trim(), '200', r.stderr)
+        assert.deepEqual(
+          up.received.slice(before).map((x) => [x.url, x.headers.authorization]),
+          [['/via-python?x=1', `Bearer ${VALUE}`]],
+        )
+      })
+    }
+  } finally {
+    await daemon.close(1000)
+  }
 })
