@@ -1,6 +1,7 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { createRequire } from 'node:module'
+import type { Histogram, Registry } from 'prom-client'
 
-type CounterChild = ReturnType<Counter<string>['labels']>
+type Prom = typeof import('prom-client')
 
 /** One labelled count that the request path adds to as a plain number. */
 interface Cell {
@@ -9,9 +10,9 @@ interface Cell {
 }
 
 /**
- * Counts by one or two label values, kept as plain numbers: an increment on the request path
- * is a map lookup or two and an addition. prom-client reads them only when `/metrics` is
- * scraped (its counters cost a label hash and validation per increment, a few per request).
+ * Counts by one or two label values, kept as plain numbers: an increment is a map lookup or
+ * two and an addition. prom-client reads them only when `/metrics` is scraped (its counters
+ * cost a label hash and validation per increment).
  */
 class Cells {
   readonly #byFirst = new Map<string, Map<string, Cell>>()
@@ -36,18 +37,23 @@ class Cells {
   }
 }
 
-/** A prom-client counter whose values are copied from `cells` at scrape time. */
-function scrapedCounter(registry: Registry, name: string, help: string, cells: Cells): Counter<string> {
-  return new Counter({
-    name,
-    help,
-    labelNames: cells.names,
-    registers: [registry],
-    collect() {
-      this.reset()
-      for (const c of cells.all) this.inc(c.labels, c.n)
-    },
-  })
+/** A counter by one or two labels, counted in plain numbers and handed to prom-client at scrape time. */
+export class PlainCounter {
+  readonly name: string
+  readonly help: string
+  readonly cells: Cells
+
+  constructor(name: string, help: string, labels: readonly [string] | readonly [string, string]) {
+    this.name = name
+    this.help = help
+    this.cells = new Cells(labels)
+  }
+
+  /** `+ n` for these label values. */
+  inc(labels: Readonly<Record<string, string>>, n = 1): void {
+    const [first, second] = this.cells.names
+    this.cells.add(labels[first] ?? '', second === undefined ? '' : (labels[second] ?? ''), n)
+  }
 }
 
 /**
@@ -82,6 +88,12 @@ class PlainHistogram {
     s.count++
   }
 
+  /** Seconds from now until the returned function is called, observed for `labels[label]`. */
+  startTimer(labels: Readonly<Record<string, string>>): () => void {
+    const started = performance.now()
+    return () => this.observe(labels[this.label] ?? '', (performance.now() - started) / 1000)
+  }
+
   get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
     const values = []
     for (const [v, s] of this.#series) {
@@ -100,50 +112,56 @@ class PlainHistogram {
   }
 }
 
+/** A value set as a plain number, read at scrape time. */
+class PlainGauge {
+  value = 0
+  set(n: number): void {
+    this.value = n
+  }
+}
+
 /**
- * Every metric latchkey exports, on its own registry (never the global one, so an
- * embedding app's metrics and ours do not collide). Names are prefixed `latchkey_`.
- * Label values are config names and fixed outcome words — never hosts from requests
- * (unbounded) and never secret material.
+ * Every metric latchkey exports, on its own registry (never the global one, so an embedding
+ * app's metrics and ours do not collide). Names are prefixed `latchkey_`. Label values are
+ * config names and fixed outcome words — never hosts from requests (unbounded) and never
+ * secret material.
+ *
+ * Everything is counted in plain numbers. prom-client, which costs 40–60 ms of start-up to
+ * load, is loaded with the registry: on the first scrape, not at start. Node's process
+ * metrics (CPU, heap, GC, event-loop lag) are collected from then on.
  */
 export class Metrics {
-  readonly registry = new Registry()
-  // Counted in plain numbers; their prom-client counters are made in the constructor and held
-  // only by the registry, so nothing can increment them directly.
-  readonly #requestCells = new Cells(['mode', 'outcome'])
+  readonly #requests = new PlainCounter('latchkey_requests_total', 'Proxied requests by mode and outcome', ['mode', 'outcome'])
   readonly #requestDuration = new PlainHistogram(
     'latchkey_request_duration_seconds',
     'Time from request received to response headers sent',
     'mode',
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   )
-  readonly injections = new Counter({ name: 'latchkey_injections_total', help: 'Requests a credential was injected into', labelNames: ['credential'] as const, registers: [this.registry] })
-  readonly denials = new Counter({ name: 'latchkey_denials_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] })
-  readonly #hitCells = new Cells(['credential'])
-  readonly cacheMisses = new Counter({ name: 'latchkey_cache_misses_total', help: 'Secret lookups that waited for a provider fetch', labelNames: ['credential'] as const, registers: [this.registry] })
-  readonly cacheStale = new Counter({ name: 'latchkey_cache_stale_served_total', help: 'Expired values served (within maxStale) because the provider failed or was slower than the stale grace', labelNames: ['credential'] as const, registers: [this.registry] })
-  readonly cacheEntries = new Gauge({ name: 'latchkey_cache_entries', help: 'Secrets held in the cache', registers: [this.registry] })
-  readonly providerFetches = new Counter({ name: 'latchkey_provider_fetches_total', help: 'Provider calls by provider and result code (ok or an error code)', labelNames: ['provider', 'result'] as const, registers: [this.registry] })
-  readonly providerLatency = new Histogram({
-    name: 'latchkey_provider_fetch_duration_seconds',
-    help: 'Provider call latency',
-    labelNames: ['provider'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry],
-  })
-  readonly providerThrottled = new Counter({ name: 'latchkey_provider_throttled_total', help: 'Provider calls answered with throttling', labelNames: ['provider'] as const, registers: [this.registry] })
-  readonly providerRetries = new Counter({ name: 'latchkey_provider_retries_total', help: 'Provider calls repeated after a transient failure', labelNames: ['provider'] as const, registers: [this.registry] })
-  readonly busts = new Counter({ name: 'latchkey_busts_total', help: 'Upstream 401/403 answers to injected requests, by result', labelNames: ['credential', 'result'] as const, registers: [this.registry] })
-  readonly #credentialCells = new Cells(['credential', 'outcome'])
-  readonly replays = new Counter({ name: 'latchkey_replays_total', help: 'Requests sent again with a refreshed credential', labelNames: ['credential'] as const, registers: [this.registry] })
+  readonly injections = new PlainCounter('latchkey_injections_total', 'Requests a credential was injected into', ['credential'])
+  readonly denials = new PlainCounter('latchkey_denials_total', 'Requests refused, by error code', ['code'])
+  readonly #hits = new PlainCounter('latchkey_cache_hits_total', 'Secret lookups served from the cache', ['credential'])
+  readonly cacheMisses = new PlainCounter('latchkey_cache_misses_total', 'Secret lookups that waited for a provider fetch', ['credential'])
+  readonly cacheStale = new PlainCounter('latchkey_cache_stale_served_total', 'Expired values served (within maxStale) because the provider failed or was slower than the stale grace', ['credential'])
+  readonly cacheEntries = new PlainGauge()
+  readonly providerFetches = new PlainCounter('latchkey_provider_fetches_total', 'Provider calls by provider and result code (ok or an error code)', ['provider', 'result'])
+  readonly providerLatency = new PlainHistogram('latchkey_provider_fetch_duration_seconds', 'Provider call latency', 'provider', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
+  readonly providerThrottled = new PlainCounter('latchkey_provider_throttled_total', 'Provider calls answered with throttling', ['provider'])
+  readonly providerRetries = new PlainCounter('latchkey_provider_retries_total', 'Provider calls repeated after a transient failure', ['provider'])
+  readonly busts = new PlainCounter('latchkey_busts_total', 'Upstream 401/403 answers to injected requests, by result', ['credential', 'result'])
+  readonly #credentialUses = new PlainCounter('latchkey_credential_requests_total', "Requests to a credential's hosts by credential and outcome (injected, replayed, client_header_kept, refused, error)", ['credential', 'outcome'])
+  readonly replays = new PlainCounter('latchkey_replays_total', 'Requests sent again with a refreshed credential', ['credential'])
 
-  // Label children bound on first use and kept: no label hashing for these either.
-  readonly #denialChildren = new Map<string, CounterChild>()
-  readonly #injectionChildren = new Map<string, CounterChild>()
+  readonly #processMetrics: boolean
+  #registry: Registry | undefined
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    this.#processMetrics = options.processMetrics !== false
+  }
 
   /** `latchkey_requests_total{mode, outcome}` + 1. */
   countRequest(mode: string, outcome: string): void {
-    this.#requestCells.add(mode, outcome)
+    this.#requests.cells.add(mode, outcome)
   }
 
   /** `latchkey_request_duration_seconds{mode}`. */
@@ -153,37 +171,59 @@ export class Metrics {
 
   /** `latchkey_cache_hits_total{credential}` + `n` (0 shows the series before the first hit). */
   countCacheHit(credential: string, n = 1): void {
-    this.#hitCells.add(credential, '', n)
+    this.#hits.cells.add(credential, '', n)
   }
 
   /** `latchkey_denials_total{code}` + 1. */
   countDenial(code: string): void {
-    bound(this.#denialChildren, this.denials, 'code', code).inc()
+    this.denials.cells.add(code)
   }
 
   /** `latchkey_injections_total{credential}` + 1. */
   countInjection(credential: string): void {
-    bound(this.#injectionChildren, this.injections, 'credential', credential).inc()
+    this.injections.cells.add(credential)
   }
 
   /** `latchkey_credential_requests_total{credential, outcome}` + 1: credential names come from the config, outcomes from a fixed set. */
   countCredentialUse(credential: string, outcome: string): void {
-    this.#credentialCells.add(credential, outcome)
+    this.#credentialUses.cells.add(credential, outcome)
   }
 
-  constructor(options: { processMetrics?: boolean } = {}) {
+  /** The prom-client registry that exposes these counts, made (and prom-client loaded) on first use. */
+  get registry(): Registry {
+    if (this.#registry === undefined) this.#registry = this.#makeRegistry(createRequire(import.meta.url)('prom-client') as Prom)
+    return this.#registry
+  }
+
+  #makeRegistry(prom: Prom): Registry {
+    const registry = new prom.Registry()
+    const counters = [this.injections, this.denials, this.cacheMisses, this.cacheStale, this.providerFetches, this.providerThrottled, this.providerRetries, this.busts, this.replays, this.#requests, this.#hits, this.#credentialUses]
+    for (const c of counters) {
+      new prom.Counter({
+        name: c.name,
+        help: c.help,
+        labelNames: c.cells.names,
+        registers: [registry],
+        collect() {
+          this.reset()
+          for (const cell of c.cells.all) this.inc(cell.labels, cell.n)
+        },
+      })
+    }
+    const entries = this.cacheEntries
+    new prom.Gauge({
+      name: 'latchkey_cache_entries',
+      help: 'Secrets held in the cache',
+      registers: [registry],
+      collect() {
+        this.set(entries.value)
+      },
+    })
+    registry.registerMetric(this.providerLatency as unknown as Histogram)
+    registry.registerMetric(this.#requestDuration as unknown as Histogram)
     // prom-client samples event-loop lag with a 10 ms timer by default: 4 ms of CPU per second in an
     // idle pod. Every wake-up of an idle process costs ~0.1 ms, so one sample each 2 s.
-    scrapedCounter(this.registry, 'latchkey_requests_total', 'Proxied requests by mode and outcome', this.#requestCells)
-    scrapedCounter(this.registry, 'latchkey_cache_hits_total', 'Secret lookups served from the cache', this.#hitCells)
-    scrapedCounter(this.registry, 'latchkey_credential_requests_total', "Requests to a credential's hosts by credential and outcome (injected, replayed, client_header_kept, refused, error)", this.#credentialCells)
-    this.registry.registerMetric(this.#requestDuration as unknown as Histogram)
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_', eventLoopMonitoringPrecision: 2000 })
+    if (this.#processMetrics) prom.collectDefaultMetrics({ register: registry, prefix: 'latchkey_', eventLoopMonitoringPrecision: 2000 })
+    return registry
   }
-}
-
-function bound(children: Map<string, CounterChild>, counter: Counter<string>, label: string, value: string): CounterChild {
-  let child = children.get(value)
-  if (child === undefined) children.set(value, (child = counter.labels({ [label]: value })))
-  return child
 }

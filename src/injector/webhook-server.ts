@@ -52,7 +52,7 @@ export class InjectorMetrics {
   constructor(processMetrics = true) {
     // Every outcome from zero, so a rate() over `denied` exists before the first denial.
     for (const outcome of [...ADMISSION_OUTCOMES, 'invalid', 'error']) this.admissions.inc({ outcome }, 0)
-    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_injector_' })
+    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'latchkey_injector_', eventLoopMonitoringPrecision: 2000 })
   }
 
   observe(outcome: string, started: bigint): void {

@@ -10,7 +10,7 @@ import { ROOT } from '../helpers/child.ts'
 const X509 = /node_modules\/(@peculiar\/|asn1js\/|pkijs\/|tsyringe\/|reflect-metadata\/)|\/src\/intercept\//
 const CLOUD = /node_modules\/(@aws-sdk|@smithy|@azure|@google-cloud|google-gax|google-auth-library|@grpc|node-vault|axios)\//
 
-test('a daemon with only env and file providers starts without loading any cloud SDK', async () => {
+test('a daemon with only env and file providers starts without loading any cloud SDK, nor prom-client before the first scrape', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'latchkey-startup-'))
   try {
     await writeFile(path.join(dir, 'token'), 'file-secret-value-1234')
@@ -24,11 +24,16 @@ test('a daemon with only env and file providers starts without loading any cloud
       },
     }
     const { stdout } = await promisify(execFile)(process.execPath, [path.join(ROOT, 'test/fixtures/startup-modules.ts'), JSON.stringify(config), JSON.stringify({ A_TOKEN: 'env-secret-value-1234' })], { timeout: 30_000 })
-    const r = JSON.parse(stdout) as { modules: string[]; readyMs: number; rssMb: number; notReady: string[] }
+    const r = JSON.parse(stdout) as { modules: string[]; readyMs: number; rssMb: number; notReady: string[]; scraped: number; afterScrape: string[] }
     assert.deepEqual(r.notReady, [], 'both credentials were fetched')
     assert.ok(r.modules.some((m) => m.includes('/node_modules/undici/')), 'the module hook saw the proxy dependencies load')
     const cloud = r.modules.filter((m) => CLOUD.test(m))
     assert.deepEqual(cloud, [], 'no cloud SDK module was loaded')
+    // prom-client (40–60 ms to load) waits for the first /metrics scrape.
+    const prom = (mods: string[]) => mods.filter((m) => m.includes('/node_modules/prom-client/'))
+    assert.deepEqual(prom(r.modules), [], 'prom-client is not loaded at ready')
+    assert.equal(r.scraped, 200)
+    assert.ok(prom(r.afterScrape).length > 0, 'the first scrape loads prom-client (so the check above can fail)')
   } finally {
     await rm(dir, { recursive: true, force: true })
   }

@@ -166,10 +166,10 @@ async function counters(mode: Mode): Promise<Map<string, number>> {
   const m = metricsOf(mode)
   const out = new Map<string, number>()
   const all: Array<[string, { get(): Promise<{ values: Array<{ labels: Record<string, string | number | undefined>; value: number }> }> }]> = [
-    ['injections_total', m.injections],
-    ['replays_total', m.replays],
-    ['denials_total', m.denials],
-    ['busts_total', m.busts],
+    ['injections_total', m.registry.getSingleMetric('latchkey_injections_total') as Counter],
+    ['replays_total', m.registry.getSingleMetric('latchkey_replays_total') as Counter],
+    ['denials_total', m.registry.getSingleMetric('latchkey_denials_total') as Counter],
+    ['busts_total', m.registry.getSingleMetric('latchkey_busts_total') as Counter],
     ['requests_total', m.registry.getSingleMetric('latchkey_requests_total') as Counter],
   ]
   for (const [name, c] of all) {
