@@ -48,7 +48,7 @@ export function createOAuth2Minter(spec: MintSpec, ctx: MinterContext): TokenMin
       else if (o.auth === 'client_secret_post') auth = oauth.ClientSecretPost(secret)
       else {
         const key = await privateKey(secret).catch(() => {
-          throw new ProviderError('invalid_secret', `${where}: the private_key_jwt key is not a PEM private key (RSA, EC P-256/P-384/P-521 or Ed25519)`)
+          throw new ProviderError('invalid_secret', `${where}: the private_key_jwt key is not a PEM private key of a type it takes (RSA, EC P-256/P-384/P-521, Ed25519; not RSA-PSS-only keys)`)
         })
         const audience = o.assertionAudience ?? tokenUrl.href
         auth = oauth.PrivateKeyJwt({ key, ...(o.keyId ? { kid: o.keyId } : {}) }, { [oauth.modifyAssertion]: (_h, payload) => void (payload.aud = audience) })
@@ -124,15 +124,17 @@ function safeWord(s: unknown): string {
   return typeof s === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(s) ? s : 'unknown'
 }
 
-/** A PEM private key as a signing CryptoKey, with the JWS algorithm its type implies. */
+/**
+ * A PEM private key as a signing CryptoKey, with the JWS algorithm its type implies (RSA:
+ * RS256, EC: ES256/384/512, Ed25519: EdDSA). A key typed RSA-PSS (OID id-RSASSA-PSS) is
+ * refused: WebCrypto, which signs the assertion, cannot import one.
+ */
 async function toCryptoKey(pem: string): Promise<webcrypto.CryptoKey> {
   const k: KeyObject = createPrivateKey(pem)
   const d = k.asymmetricKeyDetails
   switch (k.asymmetricKeyType) {
     case 'rsa':
       return k.toCryptoKey({ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, false, ['sign'])
-    case 'rsa-pss':
-      return k.toCryptoKey({ name: 'RSA-PSS', hash: 'SHA-256' }, false, ['sign'])
     case 'ec':
       return k.toCryptoKey({ name: 'ECDSA', namedCurve: ecCurve(d?.namedCurve) }, false, ['sign'])
     case 'ed25519':

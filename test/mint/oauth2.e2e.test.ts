@@ -18,6 +18,12 @@ const SECRET_POST = 'canary-client-secret-post-7b20c3'
 const SECRET_ROTATED = 'canary-client-secret-rotated-0d5e66'
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
 const KEY_PEM = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+/** The other key types private_key_jwt takes, each with the JWS algorithm it implies. */
+const OTHER_KEYS = [
+  { name: 'rsa', alg: 'RS256', pair: generateKeyPairSync('rsa', { modulusLength: 2048 }) },
+  { name: 'p384', alg: 'ES384', pair: generateKeyPairSync('ec', { namedCurve: 'P-384' }) },
+  { name: 'ed', alg: 'Ed25519', pair: generateKeyPairSync('ed25519') },
+].map((k) => ({ ...k, pem: k.pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }))
 
 let dir: string
 let oauth: OAuthServer
@@ -57,6 +63,7 @@ before(async () => {
     'post-client': { method: 'client_secret_post', secret: SECRET_POST },
     'jwt-client': { method: 'private_key_jwt', publicKey },
     'narrow-client': { method: 'client_secret_basic', secret: SECRET_BASIC, scopes: ['read'] },
+    ...Object.fromEntries(OTHER_KEYS.map((k) => [`${k.name}-client`, { method: 'private_key_jwt' as const, publicKey: k.pair.publicKey }])),
   })
   api = await startUpstream()
   apiJwt = await startUpstream()
@@ -127,6 +134,52 @@ test('private_key_jwt: a signed assertion (verified by the server with the publi
   assert.ok(oauth.requests.some((x) => x.clientId === 'jwt-client' && x.method === 'private_key_jwt' && x.status === 200))
   const header = JSON.parse(Buffer.from(oauth.assertions.at(-1)?.split('.')[0] ?? '', 'base64url').toString()) as { alg: string; kid: string }
   assert.deepEqual([header.alg, header.kid], ['ES256', 'k1'])
+})
+
+test('private_key_jwt with RSA, P-384 and Ed25519 keys: each assertion carries the algorithm its key implies and is verified by the server; an RSA-PSS-typed key is refused by name', async () => {
+  const upstreams = await Promise.all([...OTHER_KEYS, 'pss'].map(() => startUpstream()))
+  for (const u of upstreams) acceptOnlyCurrentTokens(u, refused)
+  for (const k of OTHER_KEYS) await writeFile(path.join(dir, `${k.name}.pem`), k.pem)
+  const pss = generateKeyPairSync('rsa-pss', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+  await writeFile(path.join(dir, 'pss.pem'), pss)
+  const pssUp = upstreams.at(-1)!
+  const d = await startTestDaemon({
+    baseDir: dir,
+    logStream: logs.stream,
+    config: {
+      providers: { files: { type: 'file', dir: '.' } },
+      credentials: {
+        ...Object.fromEntries(
+          OTHER_KEYS.map((k, i) => [k.name, { provider: 'files', ref: `${k.name}.pem`, hosts: [`127.0.0.1:${upstreams[i]!.port}`], insecure: true, inject: { type: 'oauth2', tokenUrl: oauth.tokenUrl, insecure: true, clientId: `${k.name}-client`, auth: 'private_key_jwt' } }]),
+        ),
+        pss: { provider: 'files', ref: 'pss.pem', hosts: [`127.0.0.1:${pssUp.port}`], insecure: true, prefetch: false, inject: { type: 'oauth2', tokenUrl: oauth.tokenUrl, insecure: true, clientId: 'pss-client', auth: 'private_key_jwt' } },
+      },
+      routes: { ...Object.fromEntries(OTHER_KEYS.map((k, i) => [k.name, { upstream: upstreams[i]!.url }])), pss: { upstream: pssUp.url } },
+    },
+  })
+  try {
+    for (const k of OTHER_KEYS) {
+      const r = await request(`${d.proxyUrl}/${k.name}/x`, { dispatcher: client })
+      assert.equal(r.statusCode, 200, `${k.name}: ${await r.body.text()}`)
+      if (r.statusCode === 200) await r.body.dump()
+      const ok = oauth.requests.filter((x) => x.clientId === `${k.name}-client` && x.method === 'private_key_jwt' && x.status === 200)
+      assert.equal(ok.length, 1, k.name)
+    }
+    const algs = oauth.assertions.map((a) => JSON.parse(Buffer.from(a.split('.')[0] ?? '', 'base64url').toString()) as { alg: string }).map((h) => h.alg)
+    for (const k of OTHER_KEYS) assert.ok(algs.includes(k.alg), `${k.alg} among ${algs.join(', ')}`)
+    const start = logs.lines().length
+    const refusedPss = await request(`${d.proxyUrl}/pss/x`, { dispatcher: client })
+    await refusedPss.body.dump()
+    assert.equal(refusedPss.statusCode, 503)
+    assert.ok(
+      logs.records().slice(start).some((l) => l.code === 'invalid_secret' && /not a PEM private key of a type it takes \(RSA, EC P-256\/P-384\/P-521, Ed25519; not RSA-PSS-only keys\)/.test(JSON.stringify(l))),
+      'the log says which key types are taken',
+    )
+  } finally {
+    await d.close(100)
+    await Promise.all(upstreams.map((u) => u.close()))
+  }
+  assertNoCanary(logs.lines(), OTHER_KEYS.map((k) => k.pem).concat(pss).flatMap((pem) => [pem, ...pem.split('\n').filter((l) => l.length > 20 && !l.startsWith('-----'))]))
 })
 
 test('a token the API revoked is refetched once and the request replayed', async () => {
