@@ -156,6 +156,35 @@ test('intercepted tunnel (HTTPS_PROXY + interception): an https S3 request is si
   }
 })
 
+test('overwrite: false: a request the client signed itself is sent as it is (the store judges its signature); one without Authorization is signed', async () => {
+  const store = await startS3Server({ region: 'eu-central-1', keys: [KEYS] })
+  const d = await startTestDaemon({
+    baseDir: dir,
+    logStream: logs.stream,
+    config: {
+      providers: { files: { type: 'file', dir: '.' } },
+      credentials: { own: { provider: 'files', ref: 'keys.json', hosts: [store.host], insecure: true, inject: { type: 'aws-sigv4', overwrite: false, region: 'eu-central-1', service: 's3' } } },
+      routes: { own: { upstream: store.url } },
+    },
+  })
+  try {
+    const start = logs.lines().length
+    const kept = await request(`${d.proxyUrl}/own/bucket/key`, { dispatcher: client, headers: DUMMY })
+    await kept.body.dump()
+    assert.equal(kept.statusCode, 403, 'the dummy signature reached the store unchanged and was refused there')
+    assert.equal(store.log.at(-1)?.status, 403)
+    const record = logs.records().slice(start).find((l) => l.event === 'request')
+    assert.equal(record?.outcome, 'client_header_kept')
+    const signed = await request(`${d.proxyUrl}/own/bucket?list-type=2`, { dispatcher: client })
+    await signed.body.dump()
+    assert.equal(signed.statusCode, 200, 'a request without its own Authorization is signed')
+    assert.equal(store.log.at(-1)?.status, 200)
+  } finally {
+    await d.close(100)
+    await store.close()
+  }
+})
+
 test('a service that needs the body hash (Secrets Manager) gets the body buffered and signed; a body over maxBodyBytes is 413 request_too_large and never sent', async () => {
   sm.setSecret('app', 'v1')
   const headers = { 'content-type': 'application/x-amz-json-1.1', 'x-amz-target': 'secretsmanager.GetSecretValue' }
