@@ -29,7 +29,16 @@ export async function listenUnix(server: http.Server, file: string, perm: Socket
       })
     })
     chmodSync(temp, perm.mode)
-    if (perm.owner !== undefined || perm.group !== undefined) chownSync(temp, perm.owner ?? -1, perm.group ?? -1)
+    if (perm.owner !== undefined || perm.group !== undefined) {
+      try {
+        chownSync(temp, perm.owner ?? -1, perm.group ?? -1)
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        const asked = [perm.owner !== undefined ? `socket.owner ${perm.owner}` : '', perm.group !== undefined ? `socket.group ${perm.group}` : ''].filter(Boolean).join(' and ')
+        // The temp path means nothing to the user: name the socket and the settings instead.
+        throw Object.assign(new Error(`cannot give ${file} ${asked} (${e.code ?? e.message}): another owner needs root or CAP_CHOWN; without them only a group this user is in`), { code: e.code })
+      }
+    }
     renameSync(temp, file)
   } catch (err) {
     if (server.listening) server.close()

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
@@ -16,6 +16,7 @@ import { fingerprint } from '../../src/providers/secret-value.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
 import { rawRequest, statusOf } from '../helpers/raw-http.ts'
+import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 
 const run = promisify(execFile)
@@ -313,4 +314,48 @@ test('with audit off, refusals are still counted per credential (the metric does
     await d.close(2000)
   }
   assertNoCanary([quiet.text()], [RO_VALUE, GUARDED_VALUE, PROXY_TOKEN])
+})
+
+test('proxyAuth with interception: the CONNECT needs the token (407 without it); inside the intercepted tunnel requests get the credential and the token never reaches the upstream', async () => {
+  const ca = await createTestCa()
+  const caFile = path.join(dir, 'tls-upstream-ca.pem')
+  await writeFile(caFile, ca.caPem)
+  const tlsUp = await startUpstream(await ca.issue(['localhost']))
+  const d = await startTestDaemon({
+    baseDir: dir,
+    env: { RO: RO_VALUE, PROXY_TOKEN },
+    logStream: logs.stream,
+    config: {
+      upstream: { caFile },
+      intercept: { enabled: true, caDir: 'ca-proxyauth' },
+      providers: { dev: { type: 'env' } },
+      proxyAuth: { token: '${env:PROXY_TOKEN}' },
+      credentials: { tls: { provider: 'dev', ref: 'RO', hosts: [`localhost:${tlsUp.port}`], inject: { type: 'bearer' } } },
+    },
+  })
+  const interceptCa = await readFile(path.join(dir, 'ca-proxyauth', 'ca.pem'), 'utf8')
+  const url = `https://localhost:${tlsUp.port}/inside`
+  const without = new ProxyAgent({ uri: d.proxyUrl, requestTls: { ca: interceptCa } })
+  const withToken = new ProxyAgent({ uri: d.proxyUrl, token: `Bearer ${PROXY_TOKEN}`, requestTls: { ca: interceptCa } })
+  try {
+    await assert.rejects(request(url, { dispatcher: without }), (err: Error & { statusCode?: number; message: string }) => /407/.test(`${err.statusCode ?? ''} ${err.message}`), 'the CONNECT is refused with 407')
+    assert.equal(tlsUp.received.length, 0)
+    for (let i = 0; i < 2; i++) {
+      const r = await request(url, { dispatcher: withToken })
+      await r.body.dump()
+      assert.equal(r.statusCode, 200)
+    }
+    assert.deepEqual(
+      tlsUp.received.map((x) => [x.url, x.headers.authorization, x.headers['proxy-authorization']]),
+      [
+        ['/inside', `Bearer ${RO_VALUE}`, undefined],
+        ['/inside', `Bearer ${RO_VALUE}`, undefined],
+      ],
+    )
+  } finally {
+    await without.close()
+    await withToken.close()
+    await d.close(2000)
+    await tlsUp.close()
+  }
 })

@@ -90,6 +90,23 @@ test('socket.mode and a relative path are honoured', async () => {
   }
 })
 
+const isRoot = process.getuid?.() === 0
+
+test('socket.owner and socket.group are set on the socket (as root: the privilege chown needs)', isRoot ? {} : { skip: 'chown to another user needs root' }, async () => {
+  const daemon = await start('unix:owned.sock', { socket: { mode: '0660', owner: 65534, group: 65534 } })
+  try {
+    const st = await stat(path.join(dir, 'owned.sock'))
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o660])
+  } finally {
+    await daemon.close(1000)
+  }
+})
+
+test('a socket.group the process may not give the socket stops the start naming it, and leaves no socket behind', isRoot ? { skip: 'root may chown to any group' } : {}, async () => {
+  await assert.rejects(start('unix:denied.sock', { socket: { group: 0 } }), /^Error: cannot give \S+denied\.sock socket\.group 0 \(EPERM\)/)
+  await assert.rejects(stat(path.join(dir, 'denied.sock')), { code: 'ENOENT' })
+})
+
 test('a stale socket file is replaced; a live socket or any other file at the path fails the start and is left alone', async () => {
   // Stale: a socket file nothing listens on (the server moved it away before it closed).
   const stale = path.join(dir, 'stale.sock')
@@ -163,6 +180,44 @@ test("Python requests through the socket with docs/policy.md's adapter, as print
         )
       })
     }
+  } finally {
+    await daemon.close(1000)
+  }
+})
+
+test('CONNECT over the socket: a bound host without interception is refused with its code; under egress: passthrough an unbound one is tunnelled', async () => {
+  const sock = path.join(dir, 'connect.sock')
+  const daemon = await start(`unix:${sock}`, { egress: 'passthrough' })
+  /** A raw exchange on a fresh socket connection: everything received until `done` says so, or the peer closes. */
+  const exchange = (payload: string, done: (text: string) => boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const c = net.connect(sock)
+      let text = ''
+      c.setEncoding('latin1')
+      c.on('data', (d: string) => {
+        text += d
+        if (done(text)) {
+          c.destroy()
+          resolve(text)
+        }
+      })
+      c.on('close', () => resolve(text))
+      c.on('error', reject)
+      c.write(payload)
+    })
+  try {
+    const refused = await exchange(`CONNECT localhost:${up.port} HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`, (t) => t.includes('\r\n\r\n'))
+    assert.match(refused, /^HTTP\/1\.1 403 intercept_disabled/)
+    const before = up.received.length
+    // 127.0.0.1 is not bound (the credential names localhost): a blind tunnel, then a request inside it.
+    const inside = `GET /through-tunnel HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\nConnection: close\r\n\r\n`
+    const tunnelled = await exchange(`CONNECT 127.0.0.1:${up.port} HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\n\r\n${inside}`, (t) => /\r\n\r\n[\s\S]*HTTP\/1\.1 200[\s\S]*\r\n\r\n/.test(t) && t.includes('through-tunnel'))
+    assert.match(tunnelled, /^HTTP\/1\.1 200/)
+    assert.deepEqual(
+      up.received.slice(before).map((r) => [r.url, r.headers.authorization]),
+      [['/through-tunnel', undefined]],
+      'nothing is injected into a blind tunnel',
+    )
   } finally {
     await daemon.close(1000)
   }
