@@ -9,6 +9,7 @@ import { createLatchkeyInterceptor } from '../../src/shim/interceptor.ts'
 import type { Daemon } from '../../src/daemon.ts'
 import { startTestDaemon } from '../helpers/daemon.ts'
 import { assertNoCanary, captureLogs } from '../helpers/log-capture.ts'
+import { logWaiter } from '../helpers/log-waiter.ts'
 import { createTestCa } from '../helpers/test-ca.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { startAzureServer, type AzureServer } from '../servers/azure-server.ts'
@@ -31,6 +32,7 @@ let saTokens: GoogleTokenServer
 let dir: string
 let gcp: GcpServer
 let entra: EntraServer
+let entraTls: { cert: string; key: string }
 let kv: AzureServer
 let api: Upstream
 let daemon: Daemon
@@ -48,7 +50,8 @@ before(async () => {
   await writeFile(path.join(dir, 'sa-key.json'), JSON.stringify({ type: 'service_account', project_id: 'latchkey-test', private_key_id: 'k1', private_key: SA_KEY_PEM, client_email: SA_EMAIL, token_uri: saTokens.tokenUri }))
   await writeFile(path.join(dir, 'subject-token'), gcp.subjectToken)
   await writeFile(path.join(dir, 'gcp-credentials.json'), gcp.externalAccountJson(path.join(dir, 'subject-token')))
-  entra = await startEntraServer({ tls: await ca.issue(['127.0.0.1']), clientId: 'app-1', secret: CLIENT_SECRET })
+  entraTls = await ca.issue(['127.0.0.1'])
+  entra = await startEntraServer({ tls: entraTls, clientId: 'app-1', secret: CLIENT_SECRET })
   await writeFile(path.join(dir, 'entra-secret'), CLIENT_SECRET)
   kv = await startAzureServer()
   process.env.IDENTITY_ENDPOINT = kv.identityEndpoint
@@ -191,6 +194,49 @@ test('azure-access-token without provider and ref uses DefaultAzureCredential (m
   } finally {
     await d.close(100)
   }
+})
+
+test('short-lived Google and Entra tokens are minted again ahead of expiry in the background, with no request; the next request carries a refreshed one', async () => {
+  // Tokens that live 4 s: cached for half of that (the skew is capped at half a lifetime), refreshed ahead.
+  const shortSa = await startGoogleTokenServer({ email: SA_EMAIL, publicKey: SA.publicKey }, 4)
+  await writeFile(path.join(dir, 'sa-short.json'), JSON.stringify({ type: 'service_account', project_id: 'latchkey-test', private_key_id: 'k1', private_key: SA_KEY_PEM, client_email: SA_EMAIL, token_uri: shortSa.tokenUri }))
+  const shortEntra = await startEntraServer({ tls: entraTls, clientId: 'app-1', secret: CLIENT_SECRET, tokenTtl: 4 })
+  await writeFile(path.join(dir, 'entra-short-secret'), CLIENT_SECRET)
+  const capture = captureLogs()
+  const waiter = logWaiter(capture)
+  const d = await startTestDaemon({
+    baseDir: dir,
+    logStream: waiter.stream,
+    config: {
+      upstream: { caFile: 'ca.pem' },
+      providers: { files: { type: 'file', dir: '.' } },
+      credentials: {
+        gshort: { provider: 'files', ref: 'sa-short.json', hosts: [`127.0.0.1:${api.port}`], insecure: true, inject: { type: 'gcp-access-token' } },
+        ashort: { provider: 'files', ref: 'entra-short-secret', hosts: [`localhost:${api.port}`], insecure: true, inject: { type: 'azure-access-token', scopes: ['api://app-2/.default'], tenantId: shortEntra.tenantId, clientId: 'app-1', authorityHost: shortEntra.url } },
+      },
+      routes: { gshort: { upstream: `${api.url}/gshort` }, ashort: { upstream: `http://localhost:${api.port}/ashort` } },
+    },
+  })
+  try {
+    for (const name of ['gshort', 'ashort']) {
+      // The first fetch at start, then two more with no request in between.
+      let from = 0
+      for (let i = 0; i < 3; i++) from = (await waiter.next(`${name} fetch ${i + 1}`, (r) => r.event === 'secret_fetched' && r.credential === name, { from })).index + 1
+    }
+    assert.ok(shortSa.issued.length >= 3, `${shortSa.issued.length} Google tokens`)
+    assert.ok(shortEntra.issued.length >= 3, `${shortEntra.issued.length} Entra tokens`)
+    // A refreshed token, not the first (a refresh may be under way: the newest or the one before it).
+    for (const [route, issued] of [['gshort', shortSa.issued], ['ashort', shortEntra.issued]] as const) {
+      assert.equal(await get(d, route), 200)
+      const sent = (seen.get(route)?.at(-1) ?? '').replace(/^Bearer /, '')
+      assert.ok(issued.indexOf(sent) >= issued.length - 2 && issued.indexOf(sent) >= 2, `${route}: token ${issued.indexOf(sent) + 1} of ${issued.length}`)
+    }
+  } finally {
+    await d.close(100)
+    await shortSa.close()
+    await shortEntra.close()
+  }
+  assertNoCanary(capture.lines(), [...shortSa.issued, ...shortEntra.issued, CLIENT_SECRET, SA_KEY_PEM])
 })
 
 test('gcp-access-token and azure-access-token reach the API through the forward proxy and the in-process shim too', async () => {
