@@ -7,8 +7,14 @@ import { ConfigError } from '../errors.ts'
 import type { HostPattern } from '../binding/host-pattern.ts'
 import { CertificateAuthority, normalScope, type CaScope } from './certificate-authority.ts'
 
-/** Lifetime of a CA latchkey generates itself. Short enough that a leaked caDir ages out. */
-const GENERATED_CA_LIFETIME_MS = 2 * 365 * 86_400_000
+/**
+ * Lifetime of a CA latchkey generates itself: a year, replaced at start once less than a third
+ * is left. Shorter would make clients that loaded the bundle restart more often; the name
+ * constraints already limit what a leaked key can vouch for to the bound hosts.
+ */
+const GENERATED_CA_LIFETIME_MS = 365 * 86_400_000
+/** latchkey's own CA is replaced at start when it has less than this left. */
+const RENEW_OWN_CA_MS = 122 * 86_400_000
 /** Warn when the CA has less than this left. */
 const EXPIRY_WARNING_MS = 30 * 86_400_000
 /**
@@ -151,9 +157,12 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
   }
 
   let ca = await loadPair(pair, files)
-  if (pair.own && !sameScope(ca.scope, o.scope)) {
-    // latchkey's own CA, made for another set of bound hosts (or before CAs were constrained):
-    // a new one replaces it, and the bundle files below are rewritten to trust the new one.
+  const rescoped = pair.own && !sameScope(ca.scope, o.scope)
+  const ageing = pair.own && !rescoped && ca.notAfter.getTime() - Date.now() < RENEW_OWN_CA_MS
+  if (rescoped || ageing) {
+    // latchkey's own CA, made for another set of bound hosts (or before CAs were constrained),
+    // or with less than a third of its year left: a new one replaces it, and the bundle files
+    // below are rewritten to trust the new one.
     const fresh = await generate()
     await replaceKeyFile(files.keyFile, fresh.keyPem + fresh.certPem)
     pair = await readPair(files)
@@ -162,7 +171,11 @@ export async function loadOrCreateCa(o: CaStoreOptions): Promise<LoadedCa> {
     if (!sameScope(ca.scope, o.scope)) throw caError('intercept.caDir', `another latchkey sharing ${files.dir} binds other hosts and replaced the CA meanwhile; give each configuration its own intercept.caDir`)
     created = true
     rotated = true
-    warnings.push(`the hosts credentials are bound to changed, so a new interception CA constrained to them replaced the one in ${files.dir}; the bundle files were rewritten, and a client that loaded the old bundle must restart to trust the new CA`)
+    warnings.push(
+      rescoped
+        ? `the hosts credentials are bound to changed, so a new interception CA constrained to them replaced the one in ${files.dir}; the bundle files were rewritten, and a client that loaded the old bundle must restart to trust the new CA`
+        : `the interception CA in ${files.dir} had less than four months left, so a new one (valid one year) replaced it; the bundle files were rewritten, and a client that loaded the old bundle must restart to trust the new CA`,
+    )
   } else if (!pair.own && ca.scope === undefined) {
     warnings.push(`the interception CA in ${files.dir} was brought by the operator and carries no name constraints latchkey can read: with its key, anyone can vouch for any host to the clients that trust it; let latchkey create its own (remove ${files.keyFile} and ${files.certFile})`)
   }

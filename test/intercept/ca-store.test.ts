@@ -103,17 +103,39 @@ test('an operator CA in two files (ca-key.pem with the key only, ca.pem) is used
   assert.match(r.warnings[1] as string, /brought by the operator and carries no name constraints/)
 })
 
-test('a CA that expires before one leaf would is refused with a message naming intercept.caDir', async () => {
+test("an operator's CA that expires before one leaf would is refused with a message naming intercept.caDir", async () => {
   const caDir = path.join(dir, 'expiring')
   await mkdir(caDir, { mode: 0o700 })
   const ca = await CertificateAuthority.create({ lifetimeMs: 2 * DAY, scope: SCOPE })
-  await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem + ca.certPem, { mode: 0o600 })
+  // The operator's: key and certificate in their own files (latchkey never replaces those).
+  await writeFile(path.join(caDir, 'ca-key.pem'), ca.keyPem, { mode: 0o600 })
+  await writeFile(path.join(caDir, 'ca.pem'), ca.certPem)
   await assert.rejects(loadOrCreateCa({ caDir, leafTtlMs: 7 * DAY, scope: SCOPE }), (err: unknown) => {
     assert.ok(err instanceof ConfigError)
     assert.equal(err.issues[0]?.path, 'intercept.caDir')
     assert.match(err.message, /expires .* delete/)
     return true
   })
+})
+
+test("latchkey's own CA is replaced at start when less than four months of its year are left; with more it is kept", async () => {
+  const caDir = path.join(dir, 'ageing')
+  await mkdir(caDir, { mode: 0o700 })
+  const keep = await CertificateAuthority.create({ lifetimeMs: 200 * DAY, scope: SCOPE })
+  await writeFile(path.join(caDir, 'ca-key.pem'), keep.keyPem + keep.certPem, { mode: 0o600 })
+  const kept = await loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })
+  assert.equal(kept.rotated, false)
+  assert.equal(kept.ca.certPem, keep.certPem)
+  const old = await CertificateAuthority.create({ lifetimeMs: 100 * DAY, scope: SCOPE })
+  await writeFile(path.join(caDir, 'ca-key.pem'), old.keyPem + old.certPem, { mode: 0o600 })
+  const r = await loadOrCreateCa({ caDir, leafTtlMs: DAY, scope: SCOPE })
+  assert.equal(r.rotated, true)
+  assert.notEqual(r.ca.certPem, old.certPem)
+  assert.deepEqual(r.ca.scope, SCOPE)
+  const left = (r.ca.notAfter.getTime() - Date.now()) / DAY
+  assert.ok(left > 364 && left <= 366, `the new CA lives a year (${left.toFixed(1)} days)`)
+  assert.ok(r.warnings.some((w) => /less than four months left, so a new one \(valid one year\) replaced it/.test(w)))
+  assert.equal(await readFile(r.files.certFile, 'utf8'), r.ca.certPem)
 })
 
 test('a key file without a key is refused', async () => {
