@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
 import { renameSync } from 'node:fs'
@@ -102,9 +102,27 @@ test('socket.owner and socket.group are set on the socket (as root: the privileg
   }
 })
 
-test('a socket.group the process may not give the socket stops the start naming it, and leaves no socket behind', isRoot ? { skip: 'root may chown to any group' } : {}, async () => {
-  await assert.rejects(start('unix:denied.sock', { socket: { group: 0 } }), /^Error: cannot give \S+denied\.sock socket\.group 0 \(EPERM\)/)
-  await assert.rejects(stat(path.join(dir, 'denied.sock')), { code: 'ENOENT' })
+const CHOWN_FIXTURE = path.join(import.meta.dirname, '..', 'fixtures', 'socket-chown-refused.ts')
+/** As root the refusal is shown by nobody (uid 65534), who must be able to read the clone. */
+const nobodyCannotRead =
+  isRoot && spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(CHOWN_FIXTURE)}); require('fs').accessSync(${JSON.stringify(path.join(import.meta.dirname, '..', '..', 'node_modules', 'pino', 'package.json'))})`], { uid: 65534, gid: 65534 }).status !== 0
+
+test('a socket.group the process may not give the socket stops the start naming it, and leaves no socket behind', nobodyCannotRead ? { skip: 'running as root, and uid 65534 cannot read this clone to run the refusal unprivileged' } : {}, async () => {
+  // Root may chown to any group: as root, the daemon runs as nobody in a child process.
+  const place = await mkdtemp(path.join(tmpdir(), 'lk-sock-denied-'))
+  try {
+    if (isRoot) await chmod(place, 0o777)
+    const sock = path.join(place, 'denied.sock')
+    const r = await run(process.execPath, ['--conditions=development', CHOWN_FIXTURE, sock], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      ...(isRoot ? { uid: 65534, gid: 65534 } : {}),
+    })
+    const out = JSON.parse(r.stdout) as { message?: string }
+    assert.match(out.message ?? '', /^Error: cannot give \S+denied\.sock socket\.group 0 \(EPERM\)/)
+    await assert.rejects(stat(sock), { code: 'ENOENT' })
+  } finally {
+    await rm(place, { recursive: true, force: true })
+  }
 })
 
 test('a stale socket file is replaced; a live socket or any other file at the path fails the start and is left alone', async () => {
