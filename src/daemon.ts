@@ -11,6 +11,7 @@ import { Forwarder } from './proxy/forward.ts'
 import { createProxyServer, destroyTunnels, type ConnectInterceptor } from './proxy/proxy-server.ts'
 import { TargetResolver } from './proxy/resolve-target.ts'
 import { createUpstreamAgents } from './proxy/upstream.ts'
+import type { LookupFunction } from './proxy/dns-lookup.ts'
 import type { Scrubber } from './redact/scrubber.ts'
 import type { Dispatcher } from 'undici'
 import type { BoundExchange } from './inject/inject-step.ts'
@@ -25,6 +26,8 @@ export { createBroker, isCompiledConfig, type Broker } from './broker.ts'
 export interface DaemonOptions extends BrokerOptions {
   /** Wait for prefetch before resolving. */
   waitReady?: boolean
+  /** Name resolution for upstreams and blind tunnels (default: the shared c-ares resolver); an embedding or a test may bring its own. */
+  lookup?: LookupFunction
 }
 
 export interface Daemon {
@@ -53,6 +56,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     connectTimeoutMs: config.upstream.connectTimeout,
     requestTimeoutMs: config.upstream.requestTimeout,
     allowLinkLocal: config.upstream.allowLinkLocal,
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   })
   const { credentialed, passthrough } = agents
   let audit: AuditSink | undefined
@@ -83,6 +87,7 @@ export async function startDaemon(opts: DaemonOptions, extras: { interceptor?: (
     proxyAuth: config.proxyAuth === undefined ? undefined : { check: new ProxyAuth(config.proxyAuth.token), required: config.proxyAuth.required },
     connectTimeoutMs: config.upstream.connectTimeout,
     allowLinkLocal: config.upstream.allowLinkLocal,
+    lookup: opts.lookup,
     interceptor,
     limits: config.limits,
   })

@@ -14,6 +14,7 @@ import { auditRefusal, createEdgeServer, refuse, type Edge, type RefusedDestinat
 import { sendSocketError } from './respond.ts'
 import { applyServerLimits, DEFAULT_SERVER_LIMITS, serverTimeoutOptions, type ServerLimits } from './server-limits.ts'
 import { openTunnel } from './tunnel.ts'
+import type { LookupFunction } from './dns-lookup.ts'
 
 /** TLS interception plugs in here: it owns the socket after a CONNECT to a credentialed host. */
 export interface ConnectInterceptor {
@@ -27,6 +28,8 @@ export interface ProxyServerOptions {
   metrics: Metrics
   connectTimeoutMs: number
   allowLinkLocal: boolean
+  /** Name resolution for blind tunnels (default: the shared resolver). */
+  lookup?: LookupFunction | undefined
   interceptor?: ConnectInterceptor | undefined
   /** Connection cap and timeouts (`limits` in the config). */
   limits?: ServerLimits
@@ -108,7 +111,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     o.metrics.countRequest('connect', 'tunnel')
     open.add(socket)
     socket.once('close', () => open.delete(socket))
-    void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger })
+    void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger, lookup: o.lookup })
   })
 
   return server

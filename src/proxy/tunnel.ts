@@ -1,14 +1,16 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { systemLookup } from './dns-lookup.ts'
-import { guardedLookup, isLinkLocal } from './upstream.ts'
+import { systemLookup, type LookupFunction } from './dns-lookup.ts'
+import { guardedLookup, isLinkLocal, refuseLinkLocal } from './upstream.ts'
 import { sendSocketError } from './respond.ts'
 
 export interface TunnelOptions {
   connectTimeoutMs: number
   allowLinkLocal: boolean
   logger: Logger
+  /** Default: the shared resolver. */
+  lookup?: LookupFunction | undefined
 }
 
 /**
@@ -27,7 +29,7 @@ export function openTunnel(client: Duplex, head: Buffer, host: string, port: num
       host: bare,
       port,
       timeout: o.connectTimeoutMs,
-      lookup: o.allowLinkLocal ? systemLookup : guardedLookup,
+      lookup: o.lookup ? (o.allowLinkLocal ? o.lookup : refuseLinkLocal(o.lookup)) : o.allowLinkLocal ? systemLookup : guardedLookup,
     })
     let connected = false
     upstream.once('timeout', () => {

@@ -11,6 +11,8 @@ import { DnsLookup, DnsLookupError, parseHostsFile, parseResolvConf } from '../.
 import { createUpstreamAgents } from '../../src/proxy/upstream.ts'
 import { mapUpstreamError } from '../../src/http/upstream-error.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
+import { startTestDaemon } from '../helpers/daemon.ts'
+import { ProxyAgent, request } from 'undici'
 
 /**
  * A DNS server on 127.0.0.1 speaking the real wire format (dns-packet): `nx*` names never get
@@ -98,6 +100,55 @@ describe('DNS lookups for upstream connections', () => {
     await Promise.all([agents.credentialed.destroy(), agents.passthrough.destroy()])
     await Promise.all(hung)
     assert.equal(settled.length, 64)
+  })
+
+  test('through the proxy listener, as the issue reproduced it: 64 requests to unresolvable names under a bound wildcard, and the bound api name is served meanwhile', async (t) => {
+    const resolver = resolverFor()
+    const lookup = new DnsLookup({ resolver, hostsFile, resolvConf: false, maxInFlightPerParent: 128 })
+    const daemon = await startTestDaemon({
+      env: { WILD: 'dns-wild-value', API: 'dns-api-value' },
+      lookup: lookup.lookup,
+      config: {
+        log: { level: 'warn' },
+        upstream: { connectTimeout: '30s', requestTimeout: '30s' },
+        providers: { dev: { type: 'env' } },
+        credentials: {
+          wild: { provider: 'dev', ref: 'WILD', hosts: [`*.wild.lk.test:${upstream.port}`], insecure: true, inject: { type: 'bearer' } },
+          api: { provider: 'dev', ref: 'API', hosts: [`api.lk.test:${upstream.port}`], insecure: true, inject: { type: 'bearer' } },
+        },
+      },
+    })
+    const proxy = new ProxyAgent({ uri: daemon.proxyUrl, connections: 80 })
+    try {
+      const settled: string[] = []
+      const hung = Array.from({ length: 64 }, (_, i) =>
+        request(`http://nx${i}.wild.lk.test:${upstream.port}/`, { dispatcher: proxy }).then(
+          async (r) => {
+            await r.body.dump()
+            settled.push(`nx${i} ${r.statusCode}`)
+          },
+          () => settled.push(`nx${i} failed`),
+        ),
+      )
+      // Every hung name has its query out before the bound name is asked for.
+      while (lookup.inFlight < 64) await new Promise((r) => setTimeout(r, 5))
+      const started = performance.now()
+      const r = await request(`http://api.lk.test:${upstream.port}/bound`, { dispatcher: proxy })
+      await r.body.dump()
+      const ms = performance.now() - started
+      assert.equal(r.statusCode, 200)
+      assert.equal(upstream.received.at(-1)?.headers.authorization, 'Bearer dns-api-value')
+      assert.deepEqual(settled, [], 'no hung request finished before the bound one was served')
+      t.diagnostic(`the bound name was served through the listener in ${ms.toFixed(1)} ms with 64 lookups hung (the issue: 9.95 s)`)
+      assert.ok(ms < 2_000, `the bound name took ${ms.toFixed(0)} ms`)
+      resolver.cancel()
+      await Promise.all(hung)
+      assert.equal(settled.length, 64)
+      assert.ok(settled.every((x) => / 502$/.test(x)), `the hung names end as 502 upstream_unreachable: ${settled.slice(0, 3).join(', ')}`)
+    } finally {
+      await proxy.close()
+      await daemon.close(100)
+    }
   })
 
   test('concurrent lookups of one name share one query, and a missing name is cached briefly', async () => {
