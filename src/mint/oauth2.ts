@@ -80,7 +80,8 @@ export function createOAuth2Minter(spec: MintSpec, ctx: MinterContext): TokenMin
       try {
         result = await oauth.processClientCredentialsResponse(as, client, response)
       } catch (err) {
-        throw refused(err, where)
+        // A 401 with WWW-Authenticate is raised before its body is read: the body still holds the OAuth2 error code.
+        throw refused(err, where, err instanceof oauth.WWWAuthenticateChallengeError ? await oauthErrorIn(err.response) : undefined)
       }
       const more = [result.refresh_token, result.id_token].filter((v): v is string => typeof v === 'string' && v.length > 0)
       if (more.length > 0) call.hold(more)
@@ -94,7 +95,7 @@ export function createOAuth2Minter(spec: MintSpec, ctx: MinterContext): TokenMin
 }
 
 /** A refusal or a malformed answer, by OAuth2 error code and HTTP status only (error_description is the server's text, not ours to log). */
-function refused(err: unknown, where: string): ProviderError {
+function refused(err: unknown, where: string, challengeError?: string): ProviderError {
   if (err instanceof oauth.ResponseBodyError) {
     const code = safeWord(err.error)
     const providerCode = `${err.status} ${code}`
@@ -104,11 +105,24 @@ function refused(err: unknown, where: string): ProviderError {
     return new ProviderError('provider_config', `${where}: refused the token request (${code}): check scope, audience, resource and params`, { providerCode, retryable: false })
   }
   if (err instanceof oauth.WWWAuthenticateChallengeError) {
-    return new ProviderError('provider_auth_failed', `${where}: refused the client (HTTP ${err.status} challenge)`, { providerCode: String(err.status), retryable: false })
+    const code = challengeError ?? safeWord(err.cause[0]?.parameters.error)
+    const known = code !== 'unknown'
+    return new ProviderError('provider_auth_failed', `${where}: refused the client (${known ? code : `HTTP ${err.status} challenge`}): check clientId, the client secret or key, and the auth method`, { providerCode: known ? `${err.status} ${code}` : String(err.status), retryable: false })
   }
   const e = err as { code?: unknown; name?: unknown }
   const code = typeof e?.code === 'string' ? safeWord(e.code) : 'error'
   return new ProviderError('provider_unavailable', `${where}: answered with an invalid token response (${code})`, { providerCode: code, retryable: true })
+}
+
+/** The `error` member of an OAuth2 error body, reduced to a safe word; undefined when there is none. */
+async function oauthErrorIn(response: Response): Promise<string | undefined> {
+  try {
+    const body = (await response.clone().json()) as { error?: unknown }
+    const word = safeWord(body?.error)
+    return word === 'unknown' ? undefined : word
+  } catch {
+    return undefined
+  }
 }
 
 /** No HTTP answer: the request did not get through. */

@@ -204,6 +204,38 @@ test('invalid_scope is a 503 (logged as provider_config with the OAuth2 error), 
   assert.ok(logs.records().some((l) => l.event === 'provider_error' && l.code === 'provider_config' && l.providerCode === '400 invalid_scope' && l.credential === 'narrow'))
 })
 
+test('invalid_client (a client id the server does not know) is a 503 logged as provider_auth_failed, and repeated requests are held down instead of storming the token endpoint', async () => {
+  const up = await startUpstream()
+  const d = await startTestDaemon({
+    baseDir: dir,
+    env: { GHOST_SECRET: SECRET_BASIC },
+    logStream: logs.stream,
+    config: {
+      cache: { bustCooldown: '10ms' },
+      providers: { dev: { type: 'env' } },
+      credentials: { ghost: { provider: 'dev', ref: 'GHOST_SECRET', hosts: [`127.0.0.1:${up.port}`], insecure: true, prefetch: false, inject: { type: 'oauth2', tokenUrl: oauth.tokenUrl, insecure: true, clientId: 'no-such-client' } } },
+      routes: { ghost: { upstream: up.url } },
+    },
+  })
+  try {
+    const start = logs.lines().length
+    for (let i = 0; i < 5; i++) {
+      const r = await request(`${d.proxyUrl}/ghost/x`, { dispatcher: client })
+      await r.body.dump()
+      assert.equal(r.statusCode, 503)
+      assert.equal(r.headers['x-latchkey-error'], 'secret_unavailable')
+    }
+    // One exchange, and at most one more after the client secret was read again (unchanged): then the hold-down.
+    const asked = oauth.requests.filter((x) => x.clientId === 'no-such-client').length
+    assert.ok(asked >= 1 && asked <= 2, `${asked} token requests for 5 client requests`)
+    assert.ok(logs.records().slice(start).some((l) => l.credential === 'ghost' && l.code === 'provider_auth_failed' && l.providerCode === '401 invalid_client'), 'the log names the OAuth2 error, not only the HTTP status')
+    assert.equal(up.received.length, 0, 'nothing was sent upstream without a token')
+  } finally {
+    await d.close(100)
+    await up.close()
+  }
+})
+
 test('a 429 with Retry-After and a 503 are retried, and the request still succeeds', async () => {
   daemon.cache.clear(daemon.config.credentials.post)
   oauth.failNext(1, 429, { retryAfter: '0' })
