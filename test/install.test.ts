@@ -69,3 +69,21 @@ test('npm install of the packed tarball prints no warning but the explained EBAD
   assert.match(said, /npm install google-auth-library/)
   assert.doesNotMatch(said, /ERR_MODULE_NOT_FOUND|install-test-vault-token/)
 })
+
+test('npm install from a git URL of the clone builds dist/ on install (prepare): the bin, the library and the shim work, and no cloud SDK is pulled', { skip: offline, timeout: 300_000 }, () => {
+  // What a user gets from `npm install git+https://…/latchkey.git`: npm clones the committed tree and runs prepare.
+  const app = path.join(work, 'git-app')
+  mkdirSync(app)
+  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'git-app', private: true, type: 'module' }))
+  const r = npm(['install', `git+file://${ROOT}`, '--prefer-offline', '--no-audit', '--no-fund'], app, 280_000)
+  assert.equal(r.status, 0, r.stderr)
+  const pkg = path.join(app, 'node_modules', 'latchkey')
+  assert.ok(existsSync(path.join(pkg, 'dist', 'cli', 'latchkey.js')), 'prepare built dist/')
+  const modules = readdirSync(path.join(app, 'node_modules'))
+  for (const sdk of ['node-vault', '@aws-sdk', '@azure', '@google-cloud', 'google-gax']) assert.ok(!modules.includes(sdk), `${sdk} is not installed`)
+  const version = spawnSync(process.execPath, [path.join(pkg, 'bin', 'latchkey.js'), '--version'], { cwd: app, env: { PATH: userPath }, encoding: 'utf8', timeout: 30_000 })
+  assert.match(version.stdout, /^latchkey \d+\.\d+\.\d+/, version.stderr)
+  const load = spawnSync(process.execPath, ['--import', 'latchkey/register', '-e', "const m = await import('latchkey'); console.log(typeof m)"], { cwd: app, env: { PATH: userPath, LATCHKEY_ALLOWED_HOSTS: 'api.example.com', LATCHKEY_SECRET: 'T', T: 'install-test-token' }, encoding: 'utf8', timeout: 30_000 })
+  assert.equal(load.status, 0, load.stderr)
+  assert.match(load.stdout, /object/)
+})
