@@ -64,6 +64,7 @@ function oracleMatches(glob: string[], segs: string[]): boolean {
 const RULES = [
   { methods: ['GET', 'HEAD'], paths: ['/public/**', '/v1/items/*'] },
   { methods: ['POST'], paths: ['/v1/items/*/comments', '/upload/a%20b/*'] },
+  { methods: ['GET'], paths: ['/caf%C3%A9/*'] },
 ]
 const problems: RuleProblem[] = []
 const compiled = compileRules(RULES, 'allow', problems)
@@ -75,11 +76,19 @@ function oracleAllows(method: string, target: string): boolean {
   return RULES.some((r) => r.methods.includes(method) && r.paths.some((p) => oracleMatches(p.slice(1).split('/').map((s) => decodeSegment(s)!), view.segments)))
 }
 
-const pieces = fc.constantFrom(
+const fixedPieces = fc.constantFrom(
   'public', 'v1', 'items', 'comments', 'upload', 'admin', 'a b', 'a%20b', '%61dmin', 'PUBLIC', 'Public',
   '.', '..', '%2e', '%2E%2e', '.%2E', '%2F', '..%2F', '%5C', '..%5C', '\\', '..\\', '', '%00', '%zz', '%', '%2',
   '\u00c3\u00a9', ';', ';x=1', '?q=/admin', '#/admin', '?', '%3F', '%23', '~', '%7E', '*', '42', 'x'.repeat(300),
+  // Unicode look-alikes of `.` and `/` and overlong encodings: never a separator or a dot-segment.
+  'caf%C3%A9', 'caf%c3%a9', 'caf\u00c3\u00a9', 'CAF%C3%89', 'cafe%CC%81',
+  '%EF%BC%8E', '%EF%BC%8F', '\u00ef\u00bc\u008e\u00ef\u00bc\u008e', '%C0%AE%C0%AE', '%C0%AF', '%E2%88%95', '%E2%80%A8',
 )
+/** Any Unicode text as a client puts it in a path: percent-encoded UTF-8, or its raw UTF-8 bytes (Node reads them as latin1). */
+const unicodePieces = fc
+  .string({ unit: 'grapheme', minLength: 1, maxLength: 6 })
+  .chain((u) => fc.constantFrom(encodeURIComponent(u), Buffer.from(u, 'utf8').toString('latin1')))
+const pieces = fc.oneof({ weight: 6, arbitrary: fixedPieces }, { weight: 1, arbitrary: unicodePieces })
 const targetArb = fc
   .tuple(fc.array(pieces, { maxLength: 12 }), fc.constantFrom('', '/'), fc.constantFrom('/', ''))
   .map(([parts, lead, trail]) => lead + parts.join('/') + (parts.length ? trail : ''))
