@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -151,4 +151,24 @@ test('exec exits 2 on an invalid configuration and 1 when latchkey cannot start,
   assert.match(down.stderr, /^latchkey exec: cannot start latchkey: [\s\S]*intercept\.caDir: cannot create .* \(ENOTDIR\)/)
   assert.equal(down.stdout, '')
   assert.deepEqual(await readdir(tmp), [])
+})
+
+test("exec writes audit records only to an audit file: the command's output carries none, by default or with sink: file", { skip: noCurl }, async () => {
+  const plain = path.join(dir, 'audit-default.yaml')
+  await writeFile(plain, yaml())
+  const quiet = await execCurl(['-c', plain], '/cfg/audit-default', { env: { CFG_TOKEN: CANARY } })
+  assert.equal(quiet.code, 0, quiet.stderr)
+  assert.equal(quiet.stdout, '{"path":"/cfg/audit-default","credential":"present"}', 'no audit line in the command output')
+  assert.doesNotMatch(quiet.stderr, /"audit":true/)
+
+  const auditFile = path.join(dir, 'exec-audit.log')
+  const withFile = path.join(dir, 'audit-file.yaml')
+  await writeFile(withFile, yaml([`audit: { sink: file, file: ${auditFile} }`]))
+  const r = await execCurl(['-c', withFile], '/cfg/audit-file?token=q', { env: { CFG_TOKEN: CANARY } })
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.stdout, '{"path":"/cfg/audit-file?token=q","credential":"present"}')
+  const records = (await readFile(auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+  assert.deepEqual(records.map((x) => [x.audit, x.credential, x.path, x.status, x.outcome]), [[true, 'api', '/cfg/audit-file', 200, 'injected']])
+  assert.equal((await stat(auditFile)).mode & 0o777, 0o600)
+  outputs.push(await readFile(auditFile, 'utf8'))
 })
