@@ -140,7 +140,7 @@ function safeWord(s: unknown): string {
 
 /**
  * A PEM private key as a signing CryptoKey, with the JWS algorithm its type implies (RSA:
- * RS256, EC: ES256/384/512, Ed25519: EdDSA). A key typed RSA-PSS (OID id-RSASSA-PSS) is
+ * RS256, EC: ES256/384/512, Ed25519: oauth4webapi's `Ed25519`). A key typed RSA-PSS (OID id-RSASSA-PSS) is
  * refused: WebCrypto, which signs the assertion, cannot import one.
  */
 async function toCryptoKey(pem: string): Promise<webcrypto.CryptoKey> {

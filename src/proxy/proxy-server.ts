@@ -14,6 +14,7 @@ import { auditRefusal, createEdgeServer, refuse, type Edge, type RefusedDestinat
 import { sendSocketError } from './respond.ts'
 import { applyServerLimits, DEFAULT_SERVER_LIMITS, serverTimeoutOptions, type ServerLimits } from './server-limits.ts'
 import { openTunnel } from './tunnel.ts'
+import { passthroughLookup } from './upstream.ts'
 import type { LookupFunction } from './dns-lookup.ts'
 
 /** TLS interception plugs in here: it owns the socket after a CONNECT to a credentialed host. */
@@ -55,6 +56,7 @@ export function destroyTunnels(server: http.Server): void {
  */
 export function createProxyServer(o: ProxyServerOptions): http.Server {
   const limits = o.limits ?? DEFAULT_SERVER_LIMITS
+  const tunnelLookup = passthroughLookup(o.lookup, o.allowLinkLocal)
   const edge: Edge = { logger: o.logger, metrics: o.metrics, mode: undefined, audit: o.audit }
   const auth = o.proxyAuth
   const server = createEdgeServer(edge, serverTimeoutOptions(limits), (req: IncomingMessage, res: ServerResponse) => {
@@ -75,7 +77,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     o.forwarder.handle(req, res, target)
   })
 
-  applyServerLimits(server, limits, () => o.metrics.denials.inc({ code: 'too_many_connections' }))
+  applyServerLimits(server, limits, () => o.metrics.countDenial('too_many_connections'))
 
   const open = new Set<Duplex>()
   tunnels.set(server, open)
@@ -89,7 +91,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
       ? { refused: true, code: 'proxy_auth_required', message: NO_TOKEN }
       : isRefusal(d) ? d : undefined
     if (refusal !== undefined) {
-      o.metrics.denials.inc({ code: refusal.code })
+      o.metrics.countDenial(refusal.code)
       o.metrics.countRequest('connect', 'refused')
       // WARN: a refused tunnel is most often a setup mistake, and the message says the fix.
       o.logger.warn({ event: 'denied', method: 'CONNECT', code: refusal.code, target: describeTarget(req.url) }, refusal.message)
@@ -111,7 +113,7 @@ export function createProxyServer(o: ProxyServerOptions): http.Server {
     o.metrics.countRequest('connect', 'tunnel')
     open.add(socket)
     socket.once('close', () => open.delete(socket))
-    void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger, lookup: o.lookup })
+    void openTunnel(socket, head, d.host, d.port, { connectTimeoutMs: o.connectTimeoutMs, allowLinkLocal: o.allowLinkLocal, logger: o.logger, lookup: tunnelLookup })
   })
 
   return server

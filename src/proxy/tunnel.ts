@@ -1,16 +1,16 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { systemLookup, type LookupFunction } from './dns-lookup.ts'
-import { guardedLookup, isLinkLocal, refuseLinkLocal } from './upstream.ts'
+import type { LookupFunction } from './dns-lookup.ts'
+import { isLinkLocal } from './upstream.ts'
 import { sendSocketError } from './respond.ts'
 
 export interface TunnelOptions {
   connectTimeoutMs: number
   allowLinkLocal: boolean
   logger: Logger
-  /** Default: the shared resolver. */
-  lookup?: LookupFunction | undefined
+  /** Name resolution for the destination (`passthroughLookup`: link-local answers refused unless allowed). */
+  lookup: LookupFunction
 }
 
 /**
@@ -29,7 +29,7 @@ export function openTunnel(client: Duplex, head: Buffer, host: string, port: num
       host: bare,
       port,
       timeout: o.connectTimeoutMs,
-      lookup: o.lookup ? (o.allowLinkLocal ? o.lookup : refuseLinkLocal(o.lookup)) : o.allowLinkLocal ? systemLookup : guardedLookup,
+      lookup: o.lookup,
     })
     let connected = false
     upstream.once('timeout', () => {

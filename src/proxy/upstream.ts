@@ -40,6 +40,12 @@ class LinkLocalError extends LatchkeyError {
 /** A lookup that refuses link-local answers, so a name cannot resolve its way to a metadata service. */
 export const guardedLookup: LookupFunction = refuseLinkLocal(systemLookup)
 
+/** Name resolution for destinations no credential is bound to: link-local answers refused unless allowed. */
+export function passthroughLookup(lookup: LookupFunction | undefined, allowLinkLocal: boolean): LookupFunction {
+  if (lookup === undefined) return allowLinkLocal ? systemLookup : guardedLookup
+  return allowLinkLocal ? lookup : refuseLinkLocal(lookup)
+}
+
 export function refuseLinkLocal(lookup: LookupFunction): LookupFunction {
   return (hostname: string, options: dns.LookupOptions, callback) => lookup(hostname, { ...options, all: true }, (err, found) => {
     const addresses = found as LookupAddress[]
@@ -57,10 +63,9 @@ export function refuseLinkLocal(lookup: LookupFunction): LookupFunction {
  * extra CA), one for passthrough (also refusing link-local addresses unless allowed).
  */
 export function createUpstreamAgents(o: UpstreamOptions): { credentialed: Agent; passthrough: Agent } {
-  const lookup = o.lookup ?? systemLookup
   return {
     credentialed: credentialedAgent(o),
-    passthrough: upstreamAgent(o, o.allowLinkLocal ? lookup : refuseLinkLocal(lookup)),
+    passthrough: upstreamAgent(o, passthroughLookup(o.lookup, o.allowLinkLocal)),
   }
 }
 
